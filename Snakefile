@@ -1,0 +1,34 @@
+# reuse: a benchmark of reusing past training runs.
+#
+# Every experiment is a file target. Path grammar (R = config["results"], default results/):
+#   R/{dataset}/data/data.npz, dataset.json          prepared splits + fingerprints   (rules/data.smk)
+#   R/{dataset}/{model}/baseline/s{seed}/             one baseline run               (rules/baseline.smk)
+#       ckpt/e{epoch}.pt                              checkpoints at configured epochs (+ the final one)
+#       metrics.jsonl, run.json, predictions.npz      per-epoch metrics, run summary, test logits
+#       logits/e{epoch}/logits.npy, meta.json         logit cache on every training example
+#       state/                                        resume state while training (removed when done)
+#   R/baselines.csv                                   one row per baseline run
+# Logs sit next to their outputs (*.log).
+#
+#   snakemake --cores all                          # the default benchmark (config.yaml, MNIST-1D)
+#   snakemake --cores all --configfile configs/cifar100.yaml
+#   snakemake -n                                   # show the DAG without running anything
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/baseline.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        baseline_targets(),
+        f"{R}/baselines.csv",

@@ -1,0 +1,179 @@
+"""Workflow config: schema validation with defaults, readable errors, and the derived run table.
+
+The schema (``rules/schemas/config.schema.yaml``) is the single description of every key. Validation
+fills defaults, then reports *every* problem at once with its key path, e.g.::
+
+    config has 2 problems:
+      - train.epochz: unknown key (did you mean 'epochs'?)
+      - models.cnn.arch: unknown model arch 'cnn' (did you mean 'cnn1d'?)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import yaml
+
+from reuse.errors import ConfigError, DataError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "rules" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    return yaml.safe_load(Path(path or SCHEMA_PATH).read_text())
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        node = root
+        for part in ref.removeprefix("#/").split("/"):
+            node = node[part]
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Insert schema defaults into ``instance`` in place, following properties, maps and $refs.
+
+    Subschemas marked ``x-partial`` (override blocks) are left as written.
+    """
+    schema = _resolve(schema, root)
+    if schema.get("x-partial") or not isinstance(instance, dict):
+        return
+    props = schema.get("properties", {})
+    for key, sub in props.items():
+        sub_r = _resolve(sub, root)
+        if key not in instance and "default" in sub_r:
+            instance[key] = copy.deepcopy(sub_r["default"])
+        if key in instance:
+            fill_defaults(instance[key], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in instance:
+            if key not in props:
+                fill_defaults(instance[key], extra, root)
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> list[str]:
+    where = _path(error)
+    v = error.validator
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        out = []
+        for k in extra:
+            near = difflib.get_close_matches(k, allowed, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+            out.append(f"{where + '.' if error.absolute_path else ''}{k}: unknown key{hint}")
+        return out
+    if v == "required":
+        return [f"{where}: {error.message.replace(' is a required property', '')} is required but missing"]
+    if v == "enum":
+        choices = [str(c) for c in error.validator_value]
+        near = difflib.get_close_matches(str(error.instance), choices, n=1)
+        return [f"{where}: {error.instance!r} is not one of {choices}" + (f" (did you mean '{near[0]}'?)" if near else "")]
+    if v == "type":
+        hint = ""
+        if isinstance(error.instance, str) and "number" in str(error.validator_value):
+            try:
+                float(error.instance)
+                hint = " (YAML reads a number like 5e-4 as text; write 5.0e-4)"
+            except ValueError:
+                pass
+        return [f"{where}: expected {error.validator_value}, got {error.instance!r}{hint}"]
+    if v == "oneOf" and error.context:
+        # Report the branch the value was meant for: drop the branches whose type did not match.
+        meant = [e for e in error.context if e.validator != "type"] or list(error.context)
+        return _describe(jsonschema.exceptions.best_match(meant))
+    if v == "pattern" and error.absolute_path == error.relative_path and error.schema_path and "propertyNames" in error.schema_path:
+        return [f"{where}: name {error.instance!r} must start with a letter and hold only letters, digits and _"]
+    return [f"{where}: {error.message}"]
+
+
+def validate_config(config: dict, schema_path: str | Path | None = None, source: str = "config") -> dict:
+    """Validate ``config`` in place (filling defaults) and return it; raise :class:`ConfigError`."""
+    schema = load_schema(schema_path)
+    fill_defaults(config, schema, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems: list[str] = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        if "propertyNames" in error.schema_path:
+            problems.append(f"{_path(error) or 'name'}: {error.instance!r} is not a valid name (a letter, then "
+                            "letters, digits or _)")
+        else:
+            problems.extend(_describe(error))
+    if not problems:
+        problems = _semantic_problems(config)
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{source} has {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n{lines}")
+    return config
+
+
+def _semantic_problems(config: dict) -> list[str]:
+    from reuse.data.sources import check_root
+    from reuse.models import check_arch
+
+    problems = []
+    for name, m in config["models"].items():
+        try:
+            check_arch(m["arch"], m.get("args", {}))
+        except ConfigError as e:
+            problems.append(f"models.{name}: {e}")
+        for ds in m.get("datasets", []):
+            if ds not in config["datasets"]:
+                problems.append(f"models.{name}.datasets: no dataset named '{ds}' (have {', '.join(config['datasets'])})")
+    for ds, model in runs(config):
+        r = recipe_for(config, model)
+        where = f"models.{model}.train" if "train" in config["models"][model] else "train"
+        late = [e for e in r["checkpoint_epochs"] if e > r["epochs"]]
+        if late:
+            problems.append(f"{where}.checkpoint_epochs: {late} lie beyond epochs={r['epochs']}")
+        late = [m for m in r["schedule"]["milestones"] if m > r["epochs"]]
+        if late:
+            problems.append(f"{where}.schedule.milestones: {late} lie beyond epochs={r['epochs']}")
+    c = config["cache"]
+    if not c["dense"] and not c["topk"]:
+        problems.append("cache: dense is false and topk is 0, so nothing would be cached; set one of them")
+    for name, spec in config["datasets"].items():
+        try:
+            check_root(name, spec)
+        except DataError as e:
+            problems.append(f"datasets.{name}.root: {e}")
+    return problems
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def recipe_for(config: dict, model: str) -> dict:
+    """The full training recipe of ``model``: the shared recipe with the model's overrides."""
+    return deep_merge(config["train"], config["models"][model].get("train", {}))
+
+
+def checkpoint_epochs(config: dict, model: str) -> list[int]:
+    """Epochs whose checkpoints a baseline run keeps: the configured ones and the final epoch."""
+    r = recipe_for(config, model)
+    return sorted(set(r["checkpoint_epochs"]) | {r["epochs"]})
+
+
+def runs(config: dict) -> Iterator[tuple[str, str]]:
+    """Every (dataset, model) pair the config trains."""
+    for ds in config["datasets"]:
+        for model, m in config["models"].items():
+            if "datasets" not in m or ds in m["datasets"]:
+                yield ds, model

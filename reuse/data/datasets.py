@@ -1,0 +1,226 @@
+"""Datasets whose every sample is ``(x, y, idx)``, with ``idx`` the example's stable id.
+
+Prepared data live in ``results/<dataset>/data/``: ``data.npz`` (arrays, or file paths for
+ImageFolder) and ``dataset.json`` (kind, classes, input shape, normalisation, and the fingerprint of
+each split). The example id of a sample is its row in ``data.npz``, so caches and score tables are
+one array indexed by id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from reuse.data.augment import STREAM_IMAGE, STREAM_ORDER, Augment, keyed_seed
+from reuse.data.fingerprint import check_fingerprint, hash_array, hash_strings, make_fingerprint
+from reuse.data.sources import read
+from reuse.errors import CorruptArtifact, DataError
+from reuse.io import read_json, save_npz, write_json
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of ``n`` examples for ``epoch`` of a run with ``seed``."""
+    g = torch.Generator().manual_seed(keyed_seed(seed, epoch, STREAM_ORDER))
+    return torch.randperm(n, generator=g)
+
+
+class TensorData(Dataset):
+    """A split held in memory: raw inputs (uint8 images or float signals), labels and ids.
+
+    Inputs are augmented raw (padding is black, as torchvision pads before ``ToTensor``) and then
+    scaled and normalised per channel with the training split's statistics.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, num_classes: int, mean, std,
+                 fingerprint: dict[str, Any]):
+        self.x = torch.from_numpy(np.ascontiguousarray(x))
+        self.y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+        self.num_classes = num_classes
+        self.fingerprint = fingerprint
+        shape = (1, -1) + (1,) * (self.x.ndim - 2)
+        self.scale = 1.0 / 255.0 if self.x.dtype == torch.uint8 else 1.0
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(shape)
+        self.std = torch.tensor(std, dtype=torch.float32).view(shape)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def __getitem__(self, i: int) -> Batch:
+        x, y, idx = self.get(torch.tensor([i]))
+        return x[0], y[0], idx[0]
+
+    def get(self, idx: torch.Tensor, augment: Augment | None = None, seed: int = 0, view: int = 0) -> Batch:
+        """The examples with ids ``idx``, augmented as view ``view`` of ``seed`` when ``augment`` is set."""
+        x = self.x[idx]
+        if augment is not None:
+            x = augment(x, idx, seed, view)
+        x = (x.float() * self.scale - self.mean) / self.std
+        return x, self.y[idx], idx
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                augment: Augment | None = None, view: int | None = None, drop_last: bool = False,
+                indices: torch.Tensor | None = None) -> Iterator[Batch]:
+        """Batches of ``(x, y, idx)`` over ``indices`` (all ids by default).
+
+        The order is a function of ``(seed, epoch)``; augmentation uses ``(seed, view)`` with ``view``
+        defaulting to the epoch.
+        """
+        ids = torch.arange(len(self)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+        if shuffle:
+            ids = ids[epoch_order(len(ids), seed, epoch)]
+        view = epoch if view is None else view
+        stop = len(ids) - (len(ids) % batch_size if drop_last else 0)
+        for start in range(0, stop, batch_size):
+            yield self.get(ids[start:start + batch_size], augment, seed, view)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False, n: int | None = None) -> int:
+        n = len(self) if n is None else n
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+
+class ImageFolderData(Dataset):
+    """An ImageFolder split decoded on the fly; augmentation (random-resized crop + flip, the
+    ImageNet recipe) is seeded per sample from ``(seed, view, idx)`` so it stays reproducible with any
+    number of loader workers."""
+
+    def __init__(self, root: str, paths: np.ndarray, y: np.ndarray, *, num_classes: int, mean, std,
+                 fingerprint: dict[str, Any], image_size: int = 224, workers: int = 0):
+        from torchvision.transforms import v2
+
+        self.root = Path(root)
+        self.paths = paths
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.num_classes = num_classes
+        self.fingerprint = fingerprint
+        self.workers = workers
+        self.image_size = image_size
+        norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        self.train_tf = v2.Compose([v2.RandomResizedCrop(image_size, antialias=True),
+                                    v2.RandomHorizontalFlip()] + norm)
+        self.eval_tf = v2.Compose([v2.Resize(int(image_size * 256 / 224), antialias=True),
+                                   v2.CenterCrop(image_size)] + norm)
+        self._key: tuple[int, int] | None = None  # (seed, view) while iterating augmented
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Batch:
+        from PIL import Image
+
+        i = int(i)
+        with Image.open(self.root / str(self.paths[i])) as im:
+            img = im.convert("RGB")
+        if self._key is None:
+            x = self.eval_tf(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(keyed_seed(*self._key, STREAM_IMAGE, i))
+                x = self.train_tf(img)
+        return x, self.y[i], torch.tensor(i)
+
+    def get(self, idx: torch.Tensor, augment: Augment | None = None, seed: int = 0, view: int = 0) -> Batch:
+        self._key = (seed, view) if augment is not None else None
+        try:
+            xs, ys, ids = zip(*(self[int(i)] for i in idx))
+        finally:
+            self._key = None
+        return torch.stack(xs), torch.stack(ys), torch.stack(ids)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                augment: Augment | None = None, view: int | None = None, drop_last: bool = False,
+                indices: torch.Tensor | None = None) -> Iterator[Batch]:
+        ids = torch.arange(len(self)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+        if shuffle:
+            ids = ids[epoch_order(len(ids), seed, epoch)]
+        self._key = (seed, epoch if view is None else view) if augment is not None else None
+        try:
+            loader = DataLoader(torch.utils.data.Subset(self, ids.tolist()), batch_size=batch_size,
+                                num_workers=self.workers, drop_last=drop_last, persistent_workers=False)
+            yield from loader
+        finally:
+            self._key = None
+
+    num_batches = TensorData.num_batches
+
+
+@dataclass
+class DatasetPair:
+    name: str
+    meta: dict[str, Any]
+    train: TensorData | ImageFolderData
+    test: TensorData | ImageFolderData
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta["num_classes"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.input_shape)
+
+
+def prepare(name: str, spec: dict, out_npz: str | Path, out_json: str | Path) -> dict[str, Any]:
+    """Read dataset ``name`` as ``spec`` describes, write ``data.npz`` and ``dataset.json``."""
+    raw = read(name, spec)
+    is_files = raw.x_train.dtype.kind == "U"
+    input_shape = [3, spec.get("image_size", 224), spec.get("image_size", 224)] if is_files \
+        else list(raw.x_train.shape[1:])
+    fps = {}
+    for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
+        if len(y) == 0:
+            raise DataError(f"dataset '{name}': the {split} split is empty")
+        bad = (y < 0) | (y >= raw.num_classes)
+        if bad.any():
+            raise DataError(f"dataset '{name}': {int(bad.sum())} {split} labels lie outside 0..{raw.num_classes - 1}")
+        fps[split] = make_fingerprint(name=name, kind=spec["kind"], split=split, labels=y,
+                                      inputs_sha256=hash_strings(x) if is_files else hash_array(x),
+                                      num_classes=raw.num_classes, input_shape=input_shape)
+    meta = {"name": name, "kind": spec["kind"], "num_classes": raw.num_classes, "input_shape": input_shape,
+            "mean": raw.mean, "std": raw.std, "n_train": int(len(raw.y_train)), "n_test": int(len(raw.y_test)),
+            "fingerprint": fps, "spec": spec, **raw.extra}
+    save_npz(out_npz, x_train=raw.x_train, y_train=raw.y_train, x_test=raw.x_test, y_test=raw.y_test)
+    write_json(out_json, meta)
+    return meta
+
+
+def load(data_dir: str | Path, workers: int = 0) -> DatasetPair:
+    """Load a prepared dataset from ``data_dir`` (holding ``data.npz`` and ``dataset.json``)."""
+    data_dir = Path(data_dir)
+    try:
+        meta = read_json(data_dir / "dataset.json")
+        arrays = dict(np.load(data_dir / "data.npz", allow_pickle=False))
+    except FileNotFoundError as e:
+        raise DataError(f"prepared dataset missing in {data_dir} ({e.filename}); run the workflow's "
+                        "prepare_data rule (snakemake) first") from e
+    except (ValueError, OSError) as e:
+        raise CorruptArtifact(f"prepared dataset in {data_dir} is unreadable ({e}); delete the folder and "
+                              "re-run snakemake to prepare it again") from e
+    splits = {}
+    for split in ("train", "test"):
+        x, y, fp = arrays[f"x_{split}"], arrays[f"y_{split}"], meta["fingerprint"][split]
+        check_fingerprint(make_fingerprint(name=meta["name"], kind=meta["kind"], split=split, labels=y,
+                                           inputs_sha256=fp["inputs_sha256"] if x.dtype.kind == "U" else hash_array(x),
+                                           num_classes=meta["num_classes"], input_shape=meta["input_shape"]),
+                          fp, f"{data_dir / 'data.npz'} ({split} split)")
+        common = dict(num_classes=meta["num_classes"], mean=meta["mean"], std=meta["std"], fingerprint=fp)
+        if x.dtype.kind == "U":
+            splits[split] = ImageFolderData(meta["spec"]["root"], x, y, image_size=meta["input_shape"][-1],
+                                            workers=workers, **common)
+        else:
+            splits[split] = TensorData(x, y, **common)
+    return DatasetPair(name=meta["name"], meta=meta, train=splits["train"], test=splits["test"])

@@ -1,0 +1,202 @@
+"""Readers for every dataset kind, each returning the raw train and test splits.
+
+A reader returns a :class:`RawData`: uint8 images (N, C, H, W) or float signals (N, C, L) held in
+memory, or, for ImageFolder data, file paths relative to the root. Nothing is downloaded unless the
+dataset's config says ``download: true``; a missing dataset raises :class:`DataError` naming the path
+that was looked at and the fix.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from reuse.errors import DataError
+
+READERS: dict[str, Callable[[str, dict], "RawData"]] = {}
+
+
+def register_reader(kind: str):
+    def deco(fn):
+        READERS[kind] = fn
+        return fn
+    return deco
+
+
+@dataclass
+class RawData:
+    num_classes: int
+    x_train: np.ndarray          # (N, C, ...) uint8 or float32; for imagefolder: relative paths (str)
+    y_train: np.ndarray          # (N,) int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+    mean: list[float] | None = None   # per-channel normalisation, measured on the training split
+    std: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read(name: str, spec: dict) -> RawData:
+    kind = spec["kind"]
+    if kind not in READERS:
+        raise DataError(f"dataset '{name}': unknown kind '{kind}'; choose one of {sorted(READERS)}")
+    raw = READERS[kind](name, spec)
+    if raw.mean is None and raw.x_train.dtype != object and raw.x_train.dtype.kind != "U":
+        raw.mean, raw.std = channel_stats(raw.x_train)
+    return raw
+
+
+def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of (N, C, ...) data, with uint8 scaled to [0, 1]."""
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    mean, std = [], []
+    for c in range(x.shape[1]):
+        ch = x[:, c].astype(np.float64) / scale
+        mean.append(float(ch.mean()))
+        std.append(float(ch.std()))
+    return mean, std
+
+
+def check_root(name: str, spec: dict) -> None:
+    """Fail fast (before any job runs) when a dataset that must be on disk is not there."""
+    kind = spec["kind"]
+    if kind == "mnist1d" or spec.get("download"):
+        return
+    root = Path(spec["root"]).expanduser()
+    expect = {
+        "mnist": root / "MNIST" / "raw",
+        "fashion_mnist": root / "FashionMNIST" / "raw",
+        "cifar10": root / "cifar-10-batches-py" / "data_batch_1",
+        "cifar100": root / "cifar-100-python" / "train",
+        "imagefolder": root / spec.get("train_dir", "train"),
+    }[kind]
+    if not expect.exists():
+        hint = ("set `download: true` for it to be fetched, or " if kind != "imagefolder" else "")
+        raise DataError(
+            f"dataset '{name}' ({kind}): {expect} does not exist (root is '{spec['root']}'). "
+            f"Point `datasets.{name}.root` at the folder that holds it, or {hint}"
+            "choose another dataset.")
+
+
+@register_reader("mnist1d")
+def read_mnist1d(name: str, spec: dict) -> RawData:
+    """MNIST-1D (Greydanus 2020), generated offline with the package's ``make_dataset``."""
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    args = get_dataset_args(as_dict=True)
+    args.update(spec.get("mnist1d", {}))
+    args.pop("url", None)  # never download: the generator is deterministic given its seed
+    state = np.random.get_state()
+    try:
+        d = make_dataset(ObjectView(args))
+    finally:
+        np.random.set_state(state)
+    as_signal = lambda a: np.asarray(a, dtype=np.float32)[:, None, :]  # (N, 1, L)
+    return RawData(num_classes=10, x_train=as_signal(d["x"]), y_train=np.asarray(d["y"], np.int64),
+                   x_test=as_signal(d["x_test"]), y_test=np.asarray(d["y_test"], np.int64),
+                   extra={"mnist1d_args": args})
+
+
+def _torchvision_mnist(cls_name: str, name: str, spec: dict) -> RawData:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    check_root(name, spec)
+    try:
+        train = cls(spec["root"], train=True, download=bool(spec.get("download")))
+        test = cls(spec["root"], train=False, download=bool(spec.get("download")))
+    except RuntimeError as e:
+        raise DataError(f"dataset '{name}' ({spec['kind']}): could not read {spec['root']}: {e}") from e
+    num_classes = len(train.classes)
+    x = lambda d: d.data.numpy()[:, None, :, :].copy()
+    return RawData(num_classes=num_classes, x_train=x(train), y_train=train.targets.numpy().astype(np.int64),
+                   x_test=x(test), y_test=test.targets.numpy().astype(np.int64))
+
+
+register_reader("mnist")(lambda name, spec: _torchvision_mnist("MNIST", name, spec))
+register_reader("fashion_mnist")(lambda name, spec: _torchvision_mnist("FashionMNIST", name, spec))
+
+
+def _read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Read python-pickle CIFAR batch files (the format of cifar-10-batches-py / cifar-100-python).
+
+    torchvision's CIFAR classes also verify each file's MD5; this reader checks the format instead, so
+    it works on any file written in that format.
+    """
+    xs, ys = [], []
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")
+            data = np.asarray(d[b"data"], dtype=np.uint8)
+            labels = np.asarray(d[label_key], dtype=np.int64)
+        except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError) as e:
+            raise DataError(f"{f} is not a readable CIFAR batch file ({type(e).__name__}: {e}); "
+                            "re-download it or fix the dataset root") from e
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+            raise DataError(f"{f}: expected data of shape (N, 3072) with N labels, got {data.shape} "
+                            f"and {len(labels)} labels")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(labels)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _read_cifar(kind: str, name: str, spec: dict) -> RawData:
+    root = Path(spec["root"]).expanduser()
+    if spec.get("download"):
+        import torchvision.datasets as tvd
+
+        cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    check_root(name, spec)
+    if kind == "cifar10":
+        base, train_files, test_files, key, c = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], \
+            ["test_batch"], b"labels", 10
+    else:
+        base, train_files, test_files, key, c = "cifar-100-python", ["train"], ["test"], b"fine_labels", 100
+    missing = [f for f in train_files + test_files if not (root / base / f).exists()]
+    if missing:
+        raise DataError(f"dataset '{name}' ({kind}): {root / base} lacks {', '.join(missing)}; "
+                        "re-download it (download: true) or fix the root")
+    x_train, y_train = _read_cifar_batches([root / base / f for f in train_files], key)
+    x_test, y_test = _read_cifar_batches([root / base / f for f in test_files], key)
+    return RawData(num_classes=c, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+register_reader("cifar10")(lambda name, spec: _read_cifar("cifar10", name, spec))
+register_reader("cifar100")(lambda name, spec: _read_cifar("cifar100", name, spec))
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@register_reader("imagefolder")
+def read_imagefolder(name: str, spec: dict) -> RawData:
+    """An ImageNet-layout tree: ``root/<train_dir>/<class>/<image>`` and ``root/<test_dir>/<class>/...``.
+
+    Only the file index is read here; images are decoded while training.
+    """
+    from torchvision.datasets import ImageFolder
+
+    check_root(name, spec)
+    root = Path(spec["root"]).expanduser()
+    train = ImageFolder(str(root / spec.get("train_dir", "train")))
+    test_root = root / spec.get("test_dir", "val")
+    if not test_root.exists():
+        raise DataError(f"dataset '{name}' (imagefolder): test folder {test_root} does not exist; "
+                        "set `test_dir` to the held-out split's folder")
+    test = ImageFolder(str(test_root))
+    if test.classes != train.classes:
+        extra = sorted(set(test.classes) ^ set(train.classes))[:5]
+        raise DataError(f"dataset '{name}': the class folders of {test_root} and the training folder "
+                        f"differ (e.g. {extra}); both splits need the same class folders")
+    rel = lambda samples: np.asarray([str(Path(p).relative_to(root)) for p, _ in samples])
+    labels = lambda samples: np.asarray([c for _, c in samples], dtype=np.int64)
+    return RawData(num_classes=len(train.classes), x_train=rel(train.samples), y_train=labels(train.samples),
+                   x_test=rel(test.samples), y_test=labels(test.samples), mean=IMAGENET_MEAN,
+                   std=IMAGENET_STD, extra={"classes": train.classes})

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every error a user can cause (bad config, missing data, a foreign or corrupt artifact) is raised as a
+:class:`ReuseError` whose message names the problem and the fix. Rule scripts print these without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class ReuseError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+class ConfigError(ReuseError):
+    """The workflow config does not match the schema or is inconsistent."""
+
+
+class DataError(ReuseError):
+    """A dataset is missing, unreadable or not what the config describes."""
+
+
+class FingerprintMismatch(ReuseError):
+    """An artifact was made for other data than the data it is used with."""
+
+
+class CorruptArtifact(ReuseError):
+    """A checkpoint, cache or table on disk cannot be read."""

@@ -1,0 +1,185 @@
+"""The stages the Snakemake rules run. Rule scripts are one call into here.
+
+Each stage reads its inputs, does its work in a scratch place, and moves finished files onto the
+declared outputs only at the end, so a killed job leaves either no output or a complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import reuse
+from reuse import data as rdata
+from reuse.cache import LogitCache, views_for, write_logit_cache
+from reuse.errors import ReuseError
+from reuse.io import read_json, save_npz, sha256_file, write_json, write_jsonl
+from reuse.train import Trainer, build_from_checkpoint, evaluate, load_checkpoint, seed_everything
+
+log = logging.getLogger("reuse")
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ReuseError("config asks for device: cuda but torch sees no GPU; set device: auto or cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def logged(log_path: str | None, threads: int = 1):
+    """Send logging and stderr to the job's log file, set the thread count, and turn a
+    :class:`ReuseError` into one clear message (no traceback) and exit status 1."""
+    torch.set_num_threads(max(1, int(threads)))
+    stream = open(log_path, "a", buffering=1) if log_path else sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    old_stderr = sys.stderr
+    if log_path:
+        sys.stderr = stream
+    try:
+        yield
+    except ReuseError as e:
+        log.error("%s", e)
+        print(f"reuse error: {e}", file=old_stderr)
+        raise SystemExit(1) from None
+    finally:
+        sys.stderr = old_stderr
+        root.removeHandler(handler)
+        if log_path:
+            stream.close()
+
+
+def run_rule(snakemake: Any, stage: Callable[..., None]) -> None:
+    """Entry point of a rule script: run ``stage(snakemake)`` under :func:`logged`."""
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    with logged(log_path, snakemake.threads):
+        log.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+        stage(snakemake)
+
+
+# ----------------------------------------------------------------------------- stages
+def prepare_data(name: str, spec: dict, out_npz: str, out_json: str) -> None:
+    t = time.perf_counter()
+    meta = rdata.prepare(name, spec, out_npz, out_json)
+    log.info("prepared %s: %d train / %d test examples, %d classes, input %s, in %.1fs", name, meta["n_train"],
+             meta["n_test"], meta["num_classes"], meta["input_shape"], time.perf_counter() - t)
+
+
+def train_run(*, data_dir: str, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: str,
+              outputs: dict[str, Any], progress: str = "auto", method: str = "baseline") -> None:
+    """Train one run and write its declared outputs.
+
+    ``outputs``: ``ckpts`` ({epoch: path}), ``metrics``, ``run`` (run.json), ``predictions``. The
+    run's progress lives in ``state/`` beside them until the run finishes; a rerun after a kill
+    resumes from ``state/last.pt``.
+    """
+    dev = pick_device(device)
+    data = rdata.load(data_dir)
+    run_dir = Path(outputs["run"]).parent
+    state_dir = run_dir / "state"
+    spec = {"arch": model_cfg["arch"], "args": model_cfg.get("args", {}), "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes}
+    seed_everything(seed)
+    from reuse.models import build_model
+
+    model = build_model(spec["arch"], spec["input_shape"], spec["num_classes"], **spec["args"])
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s/%s seed %d: %s with %d parameters on %s, %d epochs", data.name, model_name, seed, spec["arch"],
+             n_params, dev, recipe["epochs"])
+    started = time.time()
+    trainer = Trainer(model, data, recipe, seed=seed, state_dir=state_dir, model_spec=spec, device=dev,
+                      progress=progress)
+    state = trainer.fit()
+
+    pred = evaluate(state.model, data.test, recipe.get("eval_batch_size", 1024), dev, keep_logits=True)
+    save_npz(outputs["predictions"], idx=np.arange(len(data.test)), target=data.test.y.numpy(), logits=pred["logits"].numpy())
+    ckpt_files = {}
+    for epoch, path in outputs["ckpts"].items():
+        # Link (not move) out of state/, so a kill here leaves state/ whole for the rerun.
+        src = state_dir / f"e{epoch}.pt"
+        if not src.exists() and int(epoch) == recipe["epochs"]:
+            src = state_dir / "last.pt"  # the final epoch is kept even when not in checkpoint_epochs
+        _link_or_copy(src, Path(path))
+        ckpt_files[str(epoch)] = {"path": str(path), "sha256": sha256_file(path)}
+    write_jsonl(outputs["metrics"], state.metrics)
+    last = state.metrics[-1]
+    write_json(outputs["run"], {
+        "dataset": data.name, "model": model_name, "method": method, "seed": seed, "arch": spec["arch"],
+        "args": spec["args"], "num_parameters": n_params, "recipe": recipe,
+        "fingerprint": data.train.fingerprint, "final": {"test_acc": pred["acc"], "test_loss": pred["loss"]},
+        "best_test_acc": max(m.get("test_acc", 0.0) for m in state.metrics),
+        "cost": {k: last[k] for k in ("train_time_s", "eval_time_s", "train_flops", "eval_flops", "examples_seen",
+                                      "step")},
+        "checkpoints": ckpt_files, "device": str(dev), "threads": torch.get_num_threads(),
+        "versions": {"reuse": reuse.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "started": started, "finished": time.time()})
+    shutil.rmtree(state_dir)
+    log.info("finished: test accuracy %.4f, %.1fs training", pred["acc"], last["train_time_s"])
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if not src.exists():
+        raise ReuseError(f"{src} is missing, so {dst} cannot be written; delete {src.parent} to retrain the run")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def logit_cache(*, data_dir: str, checkpoints: list[str], out_dirs: list[str], cache_cfg: dict, device: str) -> None:
+    """Write the logit cache of each checkpoint into the matching folder of ``out_dirs``."""
+    dev = pick_device(device)
+    data = rdata.load(data_dir)
+    for checkpoint, out_dir in zip(checkpoints, out_dirs, strict=True):
+        ckpt = load_checkpoint(checkpoint, fingerprint=data.train.fingerprint)
+        model = build_from_checkpoint(ckpt)
+        seed = ckpt["seed"] if cache_cfg.get("seed") is None else cache_cfg["seed"]
+        views = views_for(ckpt["recipe"].get("augment"), cache_cfg["views"], seed)
+        t = time.perf_counter()
+        meta = write_logit_cache(out_dir, model, data.train, views=views, fingerprint=data.train.fingerprint,
+                                 source={"path": str(checkpoint), "epoch": ckpt["epoch"], "seed": ckpt["seed"],
+                                         "sha256": sha256_file(checkpoint)},
+                                 dtype=cache_cfg["dtype"], dense=cache_cfg["dense"], topk=cache_cfg["topk"],
+                                 batch_size=cache_cfg["batch_size"], device=dev)
+        cache = LogitCache.open(out_dir, fingerprint=data.train.fingerprint)
+        acc = float((cache.probs(np.arange(len(data.train)), 0).argmax(1) == data.train.y).float().mean())
+        log.info("%s: cached %d examples x %d views x %d classes (%s) in %.1fs; clean-view train accuracy %.4f",
+                 out_dir, meta["n"], meta["num_views"], meta["num_classes"], meta["dtype"], time.perf_counter() - t, acc)
+
+
+def summarize(run_files: list[str], out_csv: str) -> None:
+    """One row per finished run (dataset, model, method, seed, accuracy, cost) as CSV."""
+    import pandas as pd
+
+    rows = []
+    for f in run_files:
+        r = read_json(f)
+        rows.append({"dataset": r["dataset"], "model": r["model"], "method": r["method"], "seed": r["seed"],
+                     "arch": r["arch"], "params": r["num_parameters"], "test_acc": r["final"]["test_acc"],
+                     "test_loss": r["final"]["test_loss"], "best_test_acc": r["best_test_acc"],
+                     "epochs": r["recipe"]["epochs"], **r["cost"], "run": str(Path(f).parent)})
+    df = pd.DataFrame(rows).sort_values(["dataset", "model", "method", "seed"])
+    from reuse.io import atomic_path
+
+    with atomic_path(out_csv, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False)
+    agg = df.groupby(["dataset", "model", "method"]).agg(n=("seed", "count"), acc_mean=("test_acc", "mean"),
+                                                         acc_std=("test_acc", "std"), time_s=("train_time_s", "mean"))
+    log.info("summary of %d runs:\n%s", len(df), agg.to_string(float_format=lambda v: f"{v:.4f}"))

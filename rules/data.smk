@@ -1,0 +1,14 @@
+# Prepared datasets: one file target per dataset, with its fingerprint.
+
+
+rule prepare_data:
+    output:
+        npz=f"{R}/{{dataset}}/data/data.npz",
+        meta=f"{R}/{{dataset}}/data/dataset.json",
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+    log:
+        f"{R}/{{dataset}}/data/prepare.log",
+    threads: 1
+    script:
+        "scripts/prepare_data.py"
