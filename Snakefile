@@ -19,7 +19,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The embedded default, unless --configfile names another config (which then replaces it whole,
+# rather than being merged into it).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -151,6 +152,13 @@ def _semantic_problems(config: dict) -> list[str]:
         except DataError as e:
             problems.append(f"datasets.{name}.root: {e}")
     return problems
+
+
+def expose_checkout(basedir: str) -> None:
+    """Put the checkout at ``basedir`` on the PYTHONPATH that workflow jobs inherit, so rule scripts
+    import this ``reuse`` also in an environment (e.g. a rule's conda env) where it is not installed."""
+    parts = [basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != basedir]
+    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -21,6 +21,7 @@ import torch
 
 import reuse
 from reuse import data as rdata
+from reuse import ops
 from reuse.cache import LogitCache, views_for, write_logit_cache
 from reuse.errors import ReuseError
 from reuse.io import read_json, save_npz, sha256_file, write_json, write_jsonl
@@ -159,9 +160,13 @@ def logit_cache(*, data_dir: str, checkpoints: list[str], out_dirs: list[str], c
                                  dtype=cache_cfg["dtype"], dense=cache_cfg["dense"], topk=cache_cfg["topk"],
                                  batch_size=cache_cfg["batch_size"], device=dev)
         cache = LogitCache.open(out_dir, fingerprint=data.train.fingerprint)
-        acc = float((cache.probs(np.arange(len(data.train)), 0).argmax(1) == data.train.y).float().mean())
-        log.info("%s: cached %d examples x %d views x %d classes (%s) in %.1fs; clean-view train accuracy %.4f",
-                 out_dir, meta["n"], meta["num_views"], meta["num_classes"], meta["dtype"], time.perf_counter() - t, acc)
+        clean = cache.logits(np.arange(len(data.train)), 0) if cache.meta["dense"] else \
+            cache.probs(np.arange(len(data.train)), 0).log()
+        acc = float((clean.argmax(1) == data.train.y).float().mean())
+        el2n = float(ops.el2n(clean, data.train.y).mean())
+        log.info("%s: cached %d examples x %d views x %d classes (%s) in %.1fs; clean view: train accuracy %.4f, "
+                 "mean EL2N %.4f", out_dir, meta["n"], meta["num_views"], meta["num_classes"], meta["dtype"],
+                 time.perf_counter() - t, acc, el2n)
 
 
 def summarize(run_files: list[str], out_csv: str) -> None:

@@ -25,6 +25,8 @@ for _ds, _model in RUNS:
         log:
             f"{run_dir(_ds, _model)}/train.log",
         threads: config["threads_per_job"]
+        conda:
+            "../envs/reuse.yaml"
         script:
             "scripts/train_baseline.py"
 
@@ -44,6 +46,8 @@ for _ds, _model in RUNS:
         log:
             f"{run_dir(_ds, _model)}/logits/cache.log",
         threads: config["threads_per_job"]
+        conda:
+            "../envs/reuse.yaml"
         script:
             "scripts/logit_cache.py"
 
@@ -55,5 +59,7 @@ rule summarize_baselines:
         f"{R}/baselines.csv",
     log:
         f"{R}/baselines.log",
+    conda:
+        "../envs/reuse.yaml"
     script:
         "scripts/summarize.py"

@@ -2,9 +2,11 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, workflow.basedir)  # the reuse package of this checkout, also when not installed
+sys.path.insert(0, workflow.basedir)  # the reuse package of this checkout
 
-from reuse.config import checkpoint_epochs, recipe_for, runs, validate_config
+from reuse.config import checkpoint_epochs, expose_checkout, recipe_for, runs, validate_config
+
+expose_checkout(workflow.basedir)
 from reuse.errors import ConfigError
 
 try:

@@ -10,5 +10,7 @@ rule prepare_data:
     log:
         f"{R}/{{dataset}}/data/prepare.log",
     threads: 1
+    conda:
+        "../envs/reuse.yaml"
     script:
         "scripts/prepare_data.py"

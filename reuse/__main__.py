@@ -1,0 +1,94 @@
+"""``python -m reuse``: small command-line tools.
+
+  python -m reuse info                 versions, devices and which op backend is active
+  python -m reuse cache PATH [--data DIR]  describe a logit cache (and check it matches DIR's data)
+  python -m reuse check-config FILE    validate a workflow config (as the workflow does)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    import reuse
+    from reuse import ops
+
+    b = ops.backend_info()
+    print(f"reuse {reuse.__version__}  (python {platform.python_version()}, torch {torch.__version__}, "
+          f"CUDA build {torch.version.cuda or 'none'})")
+    print(f"op backend: {b['backend']}" + (f"  ({b.get('extension')})" if b.get("extension") else ""))
+    print(f"  CPU kernels: {'yes' if b.get('cpu_kernels') else 'no'}; "
+          f"CUDA kernels: {'yes' if b.get('cuda_kernels') else 'no'}")
+    if b.get("load_error"):
+        print(f"  compiled extension not in use: {b['load_error']}")
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    print(f"devices: cpu ({torch.get_num_threads()} threads)" + "".join(f", cuda:{i} {n}" for i, n in enumerate(gpus)))
+    if args.json:
+        print(json.dumps(b, default=str))
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from reuse.cache import LogitCache
+
+    fingerprint = None
+    if args.data:
+        from reuse.io import read_json
+
+        fingerprint = read_json(f"{args.data}/dataset.json")["fingerprint"]["train"]
+    c = LogitCache.open(args.path, fingerprint=fingerprint)
+    m = c.meta
+    print(f"{args.path}: {m['n']} examples x {m['num_views']} views x {m['num_classes']} classes, {m['dtype']}, "
+          f"dense={m['dense']}, topk={m['topk']}")
+    print(f"  from {m['source']['path']} (epoch {m['source']['epoch']}, seed {m['source']['seed']})")
+    print(f"  data: {m['fingerprint']['name']} {m['fingerprint']['split']} split, digest {m['fingerprint']['digest']}")
+    for i, v in enumerate(m["views"]):
+        print(f"  view {i}: {json.dumps(v)}")
+    if fingerprint is not None:
+        print(f"  matches the training split prepared in {args.data}")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from reuse.config import validate_config
+
+    with open(args.file) as f:
+        cfg = yaml.safe_load(f)
+    validate_config(cfg, source=args.file)
+    print(f"{args.file}: valid")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from reuse.errors import ReuseError
+
+    p = argparse.ArgumentParser(prog="python -m reuse", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("info", help="versions, devices and the active op backend")
+    s.add_argument("--json", action="store_true", help="also print the backend details as JSON")
+    s.set_defaults(fn=_info)
+    s = sub.add_parser("cache", help="describe a logit cache folder")
+    s.add_argument("path")
+    s.add_argument("--data", help="a prepared dataset folder (results/<dataset>/data) the cache must match")
+    s.set_defaults(fn=_cache)
+    s = sub.add_parser("check-config", help="validate a workflow config file")
+    s.add_argument("file")
+    s.set_defaults(fn=_check_config)
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except ReuseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The Snakemake workflow end to end, on a tiny config: artifacts, no-op reruns, minimal rebuilds,
+resume after an interruption, and one clear error for each kind of bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from reuse.cache import LogitCache
+from reuse.io import read_json, read_jsonl
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.workflow
+CONFIG = ROOT / "tests" / "workflow" / "config.yaml"
+RUNS = [(m, s) for m in ("mlp", "cnn") for s in (0, 1)]
+
+
+def smk(workdir: Path, *args: str, config: Path = CONFIG, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(config), "--cores", "2", "--rerun-incomplete", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+
+
+def jobs(dry_run_output: str) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    table = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def snapshot(root: Path) -> dict[str, tuple[float, str]]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".log")}
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    wd = tmp_path_factory.mktemp("wf")
+    r = smk(wd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return wd
+
+
+def test_every_artifact_is_produced(done):
+    res = done / "results"
+    data = read_json(res / "tiny" / "data" / "dataset.json")
+    fp = data["fingerprint"]["train"]
+    for model, seed in RUNS:
+        run = res / "tiny" / model / "baseline" / f"s{seed}"
+        assert not (run / "state").exists()
+        metrics = read_jsonl(run / "metrics.jsonl")
+        assert [m["epoch"] for m in metrics] == [1, 2, 3] and all(m["train_flops"] > 0 for m in metrics)
+        info = read_json(run / "run.json")
+        assert info["fingerprint"]["digest"] == fp["digest"] and set(info["checkpoints"]) == {"1", "3"}
+        preds = np.load(run / "predictions.npz")
+        assert preds["logits"].shape == (60, 10)
+        assert np.isclose((preds["logits"].argmax(1) == preds["target"]).mean(), info["final"]["test_acc"])
+        for epoch in (1, 3):
+            assert (run / "ckpt" / f"e{epoch}.pt").exists()
+            cache = LogitCache.open(run / "logits" / f"e{epoch}", fingerprint=fp)
+            n_views = 3 if model == "cnn" else 1  # clean + 2 augmented views, only for the augmented run
+            assert cache.arrays["logits"].shape == (240, n_views, 10) and cache.arrays["topk_values"].shape[-1] == 2
+            assert cache.meta["source"]["epoch"] == epoch
+    table = pd.read_csv(res / "baselines.csv")
+    assert len(table) == 4 and set(table["model"]) == {"mlp", "cnn"} and table["test_acc"].between(0, 1).all()
+
+
+def test_rerun_is_a_no_op(done):
+    r = smk(done, "-n")
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_dry_run_shows_the_dag(tmp_path):
+    r = smk(tmp_path, "-n")
+    assert r.returncode == 0, r.stderr
+    assert jobs(r.stdout) == {"prepare_data": 1, "train_baseline__tiny__mlp": 2, "train_baseline__tiny__cnn": 2,
+                              "logit_cache__tiny__mlp": 2, "logit_cache__tiny__cnn": 2, "summarize_baselines": 1,
+                              "all": 1}
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_passes():
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
+                        "--configfile", str(CONFIG)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "Congratulations" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_config_typo_is_one_clear_error_before_any_job(done, tmp_path):
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["train"]["epochz"] = 3
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    before = snapshot(done / "results")
+    r = smk(done, config=bad)
+    assert r.returncode != 0
+    assert "train.epochz: unknown key (did you mean 'epochs'?)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert snapshot(done / "results") == before
+
+
+def test_missing_dataset_path_is_one_clear_error(tmp_path):
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["datasets"] = {"real": {"kind": "mnist", "root": str(tmp_path / "no_mnist_here")}}
+    bad = tmp_path / "missing.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    r = smk(tmp_path, config=bad)
+    assert r.returncode != 0
+    assert f"{tmp_path / 'no_mnist_here'}/MNIST/raw does not exist" in r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_deleting_a_checkpoint_rebuilds_only_its_run(done):
+    res = done / "results"
+    victim = res / "tiny" / "mlp" / "baseline" / "s1" / "ckpt" / "e1.pt"
+    old = torch.load(victim, weights_only=False)["model"]
+    before = snapshot(res)
+    victim.unlink()
+    plan = smk(done, "-n")
+    assert jobs(plan.stdout) == {"train_baseline__tiny__mlp": 1, "logit_cache__tiny__mlp": 1,
+                                 "summarize_baselines": 1, "all": 1}
+    assert smk(done).returncode == 0
+    new = torch.load(victim, weights_only=False)["model"]
+    assert all(torch.equal(old[k], new[k]) for k in old)  # retraining is deterministic
+    after = snapshot(res)
+    changed = {k for k in before if before[k][0] != after[k][0]}
+    assert changed and all(k.startswith("tiny/mlp/baseline/s1/") or k == "baselines.csv" for k in changed)
+
+
+def test_corrupt_checkpoint_is_one_clear_error_and_spares_the_rest(done):
+    res = done / "results"
+    victim = res / "tiny" / "cnn" / "baseline" / "s0" / "ckpt" / "e3.pt"
+    victim.write_bytes(victim.read_bytes()[:1000])  # truncated, and now newer than its caches
+    others = {k: v for k, v in snapshot(res).items() if not k.startswith("tiny/cnn/baseline/s0/")}
+    r = smk(done)
+    assert r.returncode != 0
+    assert "is corrupt or truncated" in r.stderr and "Delete it and re-run snakemake" in r.stderr
+    after = snapshot(res)
+    assert {k: after[k] for k in others} == others
+    assert not list(res.glob("tiny/cnn/baseline/s0/logits/e3/.*.tmp*"))  # nothing half-written
+    victim.unlink()  # the fix the message gives
+    assert smk(done).returncode == 0
+    assert LogitCache.open(victim.parent.parent / "logits" / "e3").meta["source"]["epoch"] == 3
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["models"] = {"mlp": {"arch": "mlp", "args": {"hidden": [64, 64]}}}
+    cfg["baseline"]["seeds"] = [0]
+    cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
+    conf = tmp_path / "long.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(conf), "--cores", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = tmp_path / "results" / "tiny" / "mlp" / "baseline" / "s0" / "state"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (state / "last.pt").exists():
+        time.sleep(0.05)
+    assert (state / "last.pt").exists(), "training never wrote its resume state"
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert (state / "last.pt").exists()
+    assert not (state.parent / "run.json").exists()  # the run did not finish
+    r = smk(tmp_path, config=conf)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (state.parent / "train.log").read_text()
+    assert re.search(r"resumed from .*last\.pt at epoch [1-9]", log), log[-2000:]
+    assert [m["epoch"] for m in read_jsonl(state.parent / "metrics.jsonl")] == list(range(1, 61))
+    assert not state.exists()
