@@ -116,6 +116,7 @@ class Trainer:
                                      "algorithms": [a.name for a in self.algorithms],
                                      "fingerprint": data.train.fingerprint["digest"]})
         self._step_flops: dict[Any, int] = {}
+        self.resumed_from: int | None = None  # the epoch training resumed after, if it did
         self.totals = {"train_flops": 0, "eval_flops": 0, "train_time_s": 0.0, "eval_time_s": 0.0}
 
     # ----------------------------------------------------------------- events and checkpoints
@@ -156,6 +157,7 @@ class Trainer:
         self._step_flops = dict(ckpt["step_flops"])
         for a in self.algorithms:
             a.load_state_dict(ckpt["algorithms"].get(a.name, {}))
+        self.resumed_from = s.epoch
         log.info("resumed from %s at epoch %d (step %d)", last, s.epoch, s.step)
         return True
 
