@@ -135,3 +135,17 @@ def test_checkpoint_of_other_data_is_refused(tiny_data, tmp_path):
     other["digest"] = digest(other)
     with pytest.raises(FingerprintMismatch, match="n: 240 here vs 999 expected"):
         load_checkpoint(tmp_path / "last.pt", fingerprint=other)
+
+
+@pytest.mark.parametrize("optimizer,schedule", [
+    ({"name": "adamw", "lr": 3e-3, "weight_decay": 0.01}, {"name": "onecycle", "pct_start": 0.3}),
+    ({"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}, {"name": "step", "milestones": [2], "gamma": 0.1}),
+])
+def test_optimizers_schedules_and_label_smoothing_train(tiny_data, tmp_path, optimizer, schedule):
+    recipe = {**RECIPE, "epochs": 3, "optimizer": optimizer, "schedule": schedule, "label_smoothing": 0.1}
+    t = make_trainer(tiny_data, tmp_path, recipe)
+    assert type(t.state.optimizer).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[optimizer["name"]]
+    s = t.fit()
+    assert s.metrics[-1]["train_loss"] < s.metrics[0]["train_loss"]
+    if schedule["name"] == "step":
+        assert s.metrics[-1]["lr"] == pytest.approx(0.005)
