@@ -16,6 +16,18 @@ TORCH_LIBRARY(reuse, m) {
   // logits [B, C] float32/float64/float16/bfloat16, targets [B] int64/int32.
   // Returns [B], float64 for float64 logits and float32 otherwise.
   m.def("el2n(Tensor logits, Tensor targets) -> Tensor");
+
+  // Knowledge-distillation loss (Hinton et al. 2015), mean over rows of
+  // alpha T^2 KL(p_teacher || softmax(s / T)) + (1 - alpha) CE(s, targets); see csrc/kd_loss.h.
+  // kind 0: teacher [B, C] logits, p = softmax(t / T); kind 1: teacher [B, C] probabilities.
+  // loss: 0-d, float64 for float64 s and float32 otherwise; row_stats [B, 5]: per-row
+  // statistics the backward reads. bwd returns d loss / d s scaled by grad (0-d).
+  m.def("kd_loss_fwd(Tensor s, Tensor t, Tensor targets, float temperature, float alpha, int kind) -> (Tensor loss, Tensor row_stats)");
+  m.def("kd_loss_bwd(Tensor grad, Tensor s, Tensor t, Tensor targets, Tensor row_stats, float temperature, float alpha, int kind) -> Tensor");
+  // Top-k teacher as stored by reuse/cache.py: values [B, k], indices [B, k] (int16/32/64),
+  // logsumexp [B]; the C - k other classes share the remaining mass. row_stats [B, 6].
+  m.def("kd_loss_topk_fwd(Tensor s, Tensor values, Tensor indices, Tensor lse, Tensor targets, float temperature, float alpha) -> (Tensor loss, Tensor row_stats)");
+  m.def("kd_loss_topk_bwd(Tensor grad, Tensor s, Tensor values, Tensor indices, Tensor targets, Tensor row_stats, float temperature, float alpha) -> Tensor");
 }
 
 // `import reuse._C` only needs a module object: importing it loads this shared

@@ -11,6 +11,7 @@ references even when the extension is built (no warning is issued then).
 Public API:
 
 * :func:`el2n` - EL2N score per example.
+* :func:`kd_loss` - knowledge-distillation loss (teacher logits, probabilities or top-k).
 * :data:`BACKEND` - ``"compiled"`` or ``"reference"``.
 * :func:`backend_info` - what was loaded and which kernels are registered.
 """
@@ -25,7 +26,7 @@ import torch
 
 from .reference import el2n_output_dtype, el2n_reference
 
-__all__ = ["BACKEND", "backend_info", "el2n", "el2n_reference"]
+__all__ = ["BACKEND", "backend_info", "el2n", "el2n_reference", "kd_loss", "kd_loss_reference"]
 
 _C: Any = None
 _LOAD_ERROR: str | None = None
@@ -112,3 +113,7 @@ def backend_info() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "load_error": _LOAD_ERROR,
     }
+
+
+from .kd import kd_loss  # noqa: E402  (needs BACKEND, defined above)
+from .reference import kd_loss_reference  # noqa: E402
