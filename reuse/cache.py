@@ -11,7 +11,8 @@ A cache folder (``.../logits/e<epoch>/``) holds:
     remaining mass ``1 - sum`` is spread uniformly over the other ``C - k`` classes.
 ``meta.json``
     Shapes, dtype, the views (``{"kind": "clean"}`` or ``{"kind": "augment", "seed", "view",
-    "augment"}``), the checkpoint it came from (path, epoch, SHA-256) and the dataset fingerprint.
+    "augment"}``), the checkpoint it came from (path, epoch, SHA-256), the dataset fingerprint and the
+    cost of writing it (seconds and measured forward FLOPs).
 
 A view ``{"kind": "augment", "seed": s, "view": v}`` is exactly the input a run with augmentation
 seed ``s`` sees in epoch ``v`` (see :mod:`reuse.data.augment`).
@@ -20,11 +21,13 @@ seed ``s`` sees in epoch ``v`` (see :mod:`reuse.data.augment`).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from reuse.data.augment import Augment
 from reuse.data.fingerprint import check_fingerprint
@@ -66,13 +69,20 @@ def write_logit_cache(out_dir: str | os.PathLike, model: torch.nn.Module, data, 
         files.update(topk_values=((n, v, topk), np_dtype),
                      topk_indices=((n, v, topk), np.dtype(np.int16 if c <= 32767 else np.int32)),
                      logsumexp=((n, v), np.dtype(np.float32)))
+    t0, flops, batch_flops = time.perf_counter(), 0, {}
     with _memmaps(out_dir, files) as arrays:
         for j, view in enumerate(views):
             aug = Augment.from_spec(view.get("augment")) if view["kind"] == "augment" else None
             for start in range(0, n, batch_size):
                 ids = torch.arange(start, min(n, start + batch_size))
                 x, _, _ = data.get(ids, aug, view.get("seed", 0), view.get("view", 0))
-                logits = model(x.to(device)).float().cpu()
+                if len(ids) not in batch_flops:
+                    with FlopCounterMode(display=False) as counter:
+                        logits = model(x.to(device)).float().cpu()
+                    batch_flops[len(ids)] = counter.get_total_flops()
+                else:
+                    logits = model(x.to(device)).float().cpu()
+                flops += batch_flops[len(ids)]
                 if not torch.isfinite(logits).all():
                     raise ReuseError(f"the model's logits are not finite on examples {start}..{start + len(ids) - 1}; "
                                      f"the checkpoint {source.get('path')} has diverged")
@@ -88,7 +98,8 @@ def write_logit_cache(out_dir: str | os.PathLike, model: torch.nn.Module, data, 
                     arrays["logsumexp"][sl, j] = torch.logsumexp(logits, 1).numpy()
     meta = {"format": FORMAT, "n": n, "num_views": v, "num_classes": c, "dtype": dtype, "dense": dense,
             "topk": topk, "views": views, "source": source, "fingerprint": fingerprint,
-            "topk_rest": "uniform over the classes not kept" if topk else None}
+            "topk_rest": "uniform over the classes not kept" if topk else None,
+            "cost": {"time_s": time.perf_counter() - t0, "flops": flops}}
     write_json(out_dir / "meta.json", meta)
     return meta
 

@@ -46,6 +46,9 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
     schema = _resolve(schema, root)
     if schema.get("x-partial") or not isinstance(instance, dict):
         return
+    for branch in schema.get("oneOf", []) + schema.get("anyOf", []):
+        if _resolve(branch, root).get("type") == "object":  # e.g. "null or an object with defaults"
+            fill_defaults(instance, branch, root)
     props = schema.get("properties", {})
     for key, sub in props.items():
         sub_r = _resolve(sub, root)
@@ -143,6 +146,7 @@ def _semantic_problems(config: dict) -> list[str]:
         late = [m for m in r["schedule"]["milestones"] if m > r["epochs"]]
         if late:
             problems.append(f"{where}.schedule.milestones: {late} lie beyond epochs={r['epochs']}")
+    problems += _kd_problems(config)
     c = config["cache"]
     if not c["dense"] and not c["topk"]:
         problems.append("cache: dense is false and topk is 0, so nothing would be cached; set one of them")
@@ -152,6 +156,68 @@ def _semantic_problems(config: dict) -> list[str]:
         except DataError as e:
             problems.append(f"datasets.{name}.root: {e}")
     return problems
+
+
+def _kd_problems(config: dict) -> list[str]:
+    problems = []
+    n_seeds = len(config["baseline"]["seeds"])
+    for name, v in config["kd"]["variants"].items():
+        where = f"kd.variants.{name}"
+        t = v["teacher"]
+        for key, model in (("student", v["student"]), ("teacher.model", t["model"])):
+            if model not in config["models"]:
+                near = difflib.get_close_matches(model, config["models"], n=1)
+                problems.append(f"{where}.{key}: no model named '{model}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+        if problems:
+            continue
+        epochs = checkpoint_epochs(config, t["model"])
+        mixup = v.get("mixup") or {}
+        for e in [t["epoch"]] + mixup.get("epochs", []):
+            if e != "last" and e not in epochs:
+                problems.append(f"{where}: teacher epoch {e} is not a checkpoint epoch of '{t['model']}' {epochs}")
+        if t["runs"] > n_seeds:
+            problems.append(f"{where}.teacher.runs: {t['runs']} past runs asked for, but baseline.seeds has {n_seeds}")
+        if v["mode"] != "single" and t["runs"] < 2:
+            problems.append(f"{where}: mode {v['mode']} needs teacher.runs >= 2")
+        if mixup.get("kind") == "checkpoint" and len(mixup.get("epochs", [])) != 2:
+            problems.append(f"{where}.mixup.epochs: checkpoint MixUp needs two teacher epochs")
+        if v["online"] and (v["mode"] != "single" or mixup):
+            problems.append(f"{where}: an online teacher is a single run without MixUp")
+        if mixup.get("kind") == "checkpoint" and v["mode"] != "single":
+            problems.append(f"{where}: checkpoint MixUp uses one past run (mode: single)")
+    return problems
+
+
+def kd_variants(config: dict) -> Iterator[tuple[str, str]]:
+    """Every (dataset, variant) pair the config distils."""
+    for ds in config["datasets"]:
+        for name, v in config["kd"]["variants"].items():
+            student, teacher = config["models"][v["student"]], config["models"][v["teacher"]["model"]]
+            if all("datasets" not in m or ds in m["datasets"] for m in (v, student, teacher)):
+                yield ds, name
+
+
+def kd_seeds(config: dict) -> list[int]:
+    return config["kd"]["seeds"] if config["kd"]["seeds"] is not None else config["baseline"]["seeds"]
+
+
+def kd_teacher_seeds(config: dict, variant: str, student_seed: int) -> list[int]:
+    """The baseline seeds whose runs teach the student of ``student_seed``: the ``runs`` seeds that
+    follow it in baseline.seeds, cyclically, with the student's own seed used last."""
+    seeds = config["baseline"]["seeds"]
+    runs = config["kd"]["variants"][variant]["teacher"]["runs"]
+    start = seeds.index(student_seed) + 1 if student_seed in seeds else 0
+    order = seeds[start:] + seeds[:start]
+    return order[:runs]
+
+
+def kd_teacher_epochs(config: dict, variant: str) -> list[int]:
+    """The teacher checkpoint epochs: one, or two for checkpoint MixUp; ``last`` resolved."""
+    v = config["kd"]["variants"][variant]
+    last = checkpoint_epochs(config, v["teacher"]["model"])[-1]
+    mixup = v.get("mixup") or {}
+    epochs = mixup["epochs"] if mixup.get("kind") == "checkpoint" else [v["teacher"]["epoch"]]
+    return [last if e == "last" else e for e in epochs]
 
 
 def expose_checkout(basedir: str) -> None:

@@ -25,7 +25,8 @@ from reuse import ops
 from reuse.cache import LogitCache, views_for, write_logit_cache
 from reuse.errors import ReuseError
 from reuse.io import read_json, save_npz, sha256_file, write_json, write_jsonl
-from reuse.train import Trainer, build_from_checkpoint, evaluate, load_checkpoint, seed_everything
+from reuse.models import build_model
+from reuse.train import Algorithm, Trainer, build_from_checkpoint, evaluate, load_checkpoint, seed_everything
 
 log = logging.getLogger("reuse")
 
@@ -58,6 +59,9 @@ def logged(log_path: str | None, threads: int = 1):
         log.error("%s", e)
         print(f"reuse error: {e}", file=old_stderr)
         raise SystemExit(1) from None
+    except Exception:
+        log.exception("unexpected error (a bug in reuse: please report it with this log)")
+        raise
     finally:
         sys.stderr = old_stderr
         root.removeHandler(handler)
@@ -82,32 +86,37 @@ def prepare_data(name: str, spec: dict, out_npz: str, out_json: str) -> None:
 
 
 def train_run(*, data_dir: str, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: str,
-              outputs: dict[str, Any], progress: str = "auto", method: str = "baseline") -> None:
-    """Train one run and write its declared outputs.
+              outputs: dict[str, Any], progress: str = "auto") -> None:
+    """Train one baseline run and write its declared outputs (see :func:`fit_and_write`)."""
+    fit_and_write(data=rdata.load(data_dir), model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed,
+                  device=pick_device(device), outputs=outputs, progress=progress)
+
+
+def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: torch.device,
+                  outputs: dict[str, Any], progress: str = "auto", method: str = "baseline", variant: str | None = None,
+                  algorithms: list[Algorithm] = (), reused: list[dict] = ()) -> None:
+    """Train one run with ``algorithms`` and write its declared outputs.
 
     ``outputs``: ``ckpts`` ({epoch: path}), ``metrics``, ``run`` (run.json), ``predictions``. The
     run's progress lives in ``state/`` beside them until the run finishes; a rerun after a kill
-    resumes from ``state/last.pt``.
+    resumes from ``state/last.pt``. ``reused`` lists the cost of what the run reused (past runs,
+    caches), kept apart from its own cost in run.json.
     """
-    dev = pick_device(device)
-    data = rdata.load(data_dir)
     run_dir = Path(outputs["run"]).parent
     state_dir = run_dir / "state"
     spec = {"arch": model_cfg["arch"], "args": model_cfg.get("args", {}), "input_shape": list(data.input_shape),
             "num_classes": data.num_classes}
     seed_everything(seed)
-    from reuse.models import build_model
-
     model = build_model(spec["arch"], spec["input_shape"], spec["num_classes"], **spec["args"])
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s/%s seed %d: %s with %d parameters on %s, %d epochs", data.name, model_name, seed, spec["arch"],
-             n_params, dev, recipe["epochs"])
+             n_params, device, recipe["epochs"])
     started = time.time()
-    trainer = Trainer(model, data, recipe, seed=seed, state_dir=state_dir, model_spec=spec, device=dev,
-                      progress=progress)
+    trainer = Trainer(model, data, recipe, seed=seed, state_dir=state_dir, model_spec=spec, device=device,
+                      progress=progress, algorithms=algorithms)
     state = trainer.fit()
 
-    pred = evaluate(state.model, data.test, recipe.get("eval_batch_size", 1024), dev, keep_logits=True)
+    pred = evaluate(state.model, data.test, recipe.get("eval_batch_size", 1024), device, keep_logits=True)
     save_npz(outputs["predictions"], idx=np.arange(len(data.test)), target=data.test.y.numpy(), logits=pred["logits"].numpy())
     ckpt_files = {}
     for epoch, path in outputs["ckpts"].items():
@@ -120,13 +129,14 @@ def train_run(*, data_dir: str, model_name: str, model_cfg: dict, recipe: dict, 
     write_jsonl(outputs["metrics"], state.metrics)
     last = state.metrics[-1]
     write_json(outputs["run"], {
-        "dataset": data.name, "model": model_name, "method": method, "seed": seed, "arch": spec["arch"],
+        "dataset": data.name, "model": model_name, "method": method, "variant": variant, "seed": seed,
+        "arch": spec["arch"],
         "args": spec["args"], "num_parameters": n_params, "recipe": recipe,
         "fingerprint": data.train.fingerprint, "final": {"test_acc": pred["acc"], "test_loss": pred["loss"]},
         "best_test_acc": max(m.get("test_acc", 0.0) for m in state.metrics),
         "cost": {k: last[k] for k in ("train_time_s", "eval_time_s", "train_flops", "eval_flops", "examples_seen",
                                       "step")},
-        "checkpoints": ckpt_files, "device": str(dev), "threads": torch.get_num_threads(),
+        "reused": list(reused), "checkpoints": ckpt_files, "device": str(device), "threads": torch.get_num_threads(),
         "versions": {"reuse": reuse.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "started": started, "finished": time.time()})
     shutil.rmtree(state_dir)
@@ -170,21 +180,72 @@ def logit_cache(*, data_dir: str, checkpoints: list[str], out_dirs: list[str], c
 
 
 def summarize(run_files: list[str], out_csv: str) -> None:
-    """One row per finished run (dataset, model, method, seed, accuracy, cost) as CSV."""
+    """One row per finished run (dataset, model, method, variant, seed, accuracy, own cost, reused
+    cost) as CSV."""
     import pandas as pd
+
+    from reuse.io import atomic_path
 
     rows = []
     for f in run_files:
         r = read_json(f)
-        rows.append({"dataset": r["dataset"], "model": r["model"], "method": r["method"], "seed": r["seed"],
-                     "arch": r["arch"], "params": r["num_parameters"], "test_acc": r["final"]["test_acc"],
+        reused = r.get("reused", [])
+        rows.append({"dataset": r["dataset"], "model": r["model"], "method": r["method"],
+                     "variant": r.get("variant") or "", "seed": r["seed"], "arch": r["arch"],
+                     "params": r["num_parameters"], "test_acc": r["final"]["test_acc"],
                      "test_loss": r["final"]["test_loss"], "best_test_acc": r["best_test_acc"],
-                     "epochs": r["recipe"]["epochs"], **r["cost"], "run": str(Path(f).parent)})
-    df = pd.DataFrame(rows).sort_values(["dataset", "model", "method", "seed"])
-    from reuse.io import atomic_path
-
+                     "epochs": r["recipe"]["epochs"], **r["cost"],
+                     "reused_time_s": sum(x["time_s"] for x in reused), "reused_flops": sum(x["flops"] for x in reused),
+                     "reused_cache_bytes": sum(x.get("bytes", 0) for x in reused), "run": str(Path(f).parent)})
+    df = pd.DataFrame(rows).sort_values(["dataset", "model", "method", "variant", "seed"])
     with atomic_path(out_csv, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
-    agg = df.groupby(["dataset", "model", "method"]).agg(n=("seed", "count"), acc_mean=("test_acc", "mean"),
-                                                         acc_std=("test_acc", "std"), time_s=("train_time_s", "mean"))
+    agg = df.groupby(["dataset", "model", "method", "variant"]).agg(
+        n=("seed", "count"), acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"),
+        time_s=("train_time_s", "mean"))
     log.info("summary of %d runs:\n%s", len(df), agg.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def train_kd(*, data_dir: str, variant: str, cfg: dict, student: str, student_cfg: dict, recipe: dict, seed: int,
+             teacher_runs: list[str], teacher_epochs: list[int], device: str, outputs: dict[str, Any],
+             progress: str = "auto") -> None:
+    """Train one student by distillation from past runs (``reuse.methods.kd``) and write its outputs.
+
+    ``teacher_runs``: the past runs' folders; ``teacher_epochs``: the checkpoint epoch whose logit
+    cache (or, with ``online``, checkpoint) is the teacher, or two epochs for checkpoint MixUp.
+    """
+    from reuse.methods.kd import CachedTeacher, CheckpointMixupTeacher, Distill, OnlineTeacher
+
+    dev = pick_device(device)
+    data = rdata.load(data_dir)
+    fp = data.train.fingerprint
+    reused = [{"kind": "past_run", "path": r, "time_s": (c := read_json(f"{r}/run.json")["cost"])["train_time_s"],
+               "flops": c["train_flops"]} for r in teacher_runs]
+    mixup = cfg.get("mixup") or {}
+    common = {"temperature": cfg["temperature"], "seed": seed, "device": dev}
+    if cfg["online"]:
+        ckpt = load_checkpoint(f"{teacher_runs[0]}/ckpt/e{teacher_epochs[0]}.pt", fingerprint=fp, map_location=dev)
+        teacher = OnlineTeacher(build_from_checkpoint(ckpt).to(dev))
+    else:
+        cache_dirs = [f"{r}/logits/e{e}" for r in teacher_runs for e in teacher_epochs]
+        caches = [LogitCache.open(d, fingerprint=fp) for d in cache_dirs]
+        for d, c in zip(cache_dirs, caches):
+            reused.append({"kind": "logit_cache", "path": d, "time_s": c.meta.get("cost", {}).get("time_s", 0.0),
+                           "flops": c.meta.get("cost", {}).get("flops", 0),
+                           "bytes": sum(a.nbytes for a in c.arrays.values())})
+        if mixup.get("kind") == "checkpoint":
+            teacher = CheckpointMixupTeacher(caches[0], caches[1], beta=mixup["beta"], views=cfg["views"], **common)
+        else:
+            teacher = CachedTeacher(caches, mode=cfg["mode"], views=cfg["views"], **common)
+        if teacher.augment != recipe.get("augment"):
+            log.info("the student trains on the teacher cache's views: augmentation %s (recipe had %s)",
+                     teacher.augment, recipe.get("augment"))
+            recipe = {**recipe, "augment": teacher.augment}
+    recipe = {**recipe, "checkpoint_epochs": []}
+    algo = Distill(teacher, temperature=cfg["temperature"], alpha=cfg["alpha"], until=cfg["until"],
+                   input_mixup=mixup["beta"] if mixup.get("kind") == "input" else None, seed=seed)
+    log.info("kd variant %s: %s teacher from %d past run(s) at epoch(s) %s, T=%g alpha=%g until=%g", variant,
+             "online" if cfg["online"] else cfg["mode"], len(teacher_runs), teacher_epochs, cfg["temperature"],
+             cfg["alpha"], cfg["until"])
+    fit_and_write(data=data, model_name=student, model_cfg=student_cfg, recipe=recipe, seed=seed, device=dev,
+                  outputs=outputs, progress=progress, method="kd", variant=variant, algorithms=[algo], reused=reused)

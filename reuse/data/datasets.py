@@ -69,20 +69,21 @@ class TensorData(Dataset):
         return x, self.y[idx], idx
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                augment: Augment | None = None, view: int | None = None, drop_last: bool = False,
-                indices: torch.Tensor | None = None) -> Iterator[Batch]:
+                augment: Augment | None = None, aug_key: tuple[int, int] | None = None,
+                drop_last: bool = False, indices: torch.Tensor | None = None) -> Iterator[Batch]:
         """Batches of ``(x, y, idx)`` over ``indices`` (all ids by default).
 
-        The order is a function of ``(seed, epoch)``; augmentation uses ``(seed, view)`` with ``view``
-        defaulting to the epoch.
+        The order is a function of ``(seed, epoch)``. Augmentation draws view ``aug_key = (seed,
+        view)``, by default ``(seed, epoch)``; a student set to a teacher cache's key sees exactly the
+        cached views.
         """
         ids = torch.arange(len(self)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
         if shuffle:
             ids = ids[epoch_order(len(ids), seed, epoch)]
-        view = epoch if view is None else view
+        aug_seed, view = aug_key if aug_key is not None else (seed, epoch)
         stop = len(ids) - (len(ids) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):
-            yield self.get(ids[start:start + batch_size], augment, seed, view)
+            yield self.get(ids[start:start + batch_size], augment, aug_seed, view)
 
     def num_batches(self, batch_size: int, drop_last: bool = False, n: int | None = None) -> int:
         n = len(self) if n is None else n
@@ -142,12 +143,12 @@ class ImageFolderData(Dataset):
         return torch.stack(xs), torch.stack(ys), torch.stack(ids)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                augment: Augment | None = None, view: int | None = None, drop_last: bool = False,
-                indices: torch.Tensor | None = None) -> Iterator[Batch]:
+                augment: Augment | None = None, aug_key: tuple[int, int] | None = None,
+                drop_last: bool = False, indices: torch.Tensor | None = None) -> Iterator[Batch]:
         ids = torch.arange(len(self)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
         if shuffle:
             ids = ids[epoch_order(len(ids), seed, epoch)]
-        self._key = (seed, epoch if view is None else view) if augment is not None else None
+        self._key = (aug_key or (seed, epoch)) if augment is not None else None
         try:
             loader = DataLoader(torch.utils.data.Subset(self, ids.tolist()), batch_size=batch_size,
                                 num_workers=self.workers, drop_last=drop_last, persistent_workers=False)

@@ -41,7 +41,9 @@ class State:
     outputs: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)   # scratch space shared by algorithms
+    # Scratch space shared by algorithms. Read by the trainer: "augment_key" = (seed, view), set at
+    # EPOCH_START, makes the epoch's augmentation draw that view instead of (run seed, epoch).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Algorithm:

@@ -213,7 +213,8 @@ class Trainer:
             loss_sum = correct = n = 0
             with self._bar(s.steps_per_epoch) as bar:
                 for batch in self.data.train.batches(r["batch_size"], shuffle=True, seed=self.seed, epoch=s.epoch,
-                                                     augment=self.augment, drop_last=r.get("drop_last", False)):
+                                                     augment=self.augment, aug_key=s.extra.get("augment_key"),
+                                                     drop_last=r.get("drop_last", False)):
                     l, c, b = self._train_step(batch)
                     loss_sum, correct, n = loss_sum + l, correct + c, n + b
                     bar.update(1)
