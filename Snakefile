@@ -7,7 +7,8 @@
 #       metrics.jsonl, run.json, predictions.npz      per-epoch metrics, run summary, test logits
 #       logits/e{epoch}/logits.npy, meta.json         logit cache on every training example
 #       state/                                        resume state while training (removed when done)
-#   R/baselines.csv                                   one row per baseline run
+#   R/{dataset}/{student}/kd/{variant}/s{seed}/       one distilled run (rules/kd.smk): same files
+#   R/{dataset}/baselines.csv, kd.csv                 one row per run
 # Logs sit next to their outputs (*.log).
 #
 #   snakemake --cores all                          # the default benchmark (config.yaml, MNIST-1D)
@@ -29,10 +30,11 @@ if not workflow.config_settings.configfiles:
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/baseline.smk"
+include: "rules/kd.smk"
 
 
 rule all:
     default_target: True
     input:
         baseline_targets(),
-        f"{R}/baselines.csv",
+        summary_targets(),

@@ -54,11 +54,11 @@ for _ds, _model in RUNS:
 
 rule summarize_baselines:
     input:
-        [f"{run_dir(ds, m, seed=s)}/run.json" for ds, m in RUNS for s in SEEDS],
+        lambda wc: [f"{run_dir(wc.dataset, m, seed=s)}/run.json" for ds, m in RUNS if ds == wc.dataset for s in SEEDS],
     output:
-        f"{R}/baselines.csv",
+        f"{R}/{{dataset}}/baselines.csv",
     log:
-        f"{R}/baselines.log",
+        f"{R}/{{dataset}}/baselines.log",
     conda:
         "../envs/reuse.yaml"
     script:

@@ -4,7 +4,17 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the reuse package of this checkout
 
-from reuse.config import checkpoint_epochs, expose_checkout, recipe_for, runs, validate_config
+from reuse.config import (
+    checkpoint_epochs,
+    expose_checkout,
+    kd_seeds,
+    kd_teacher_epochs,
+    kd_teacher_seeds,
+    kd_variants,
+    recipe_for,
+    runs,
+    validate_config,
+)
 
 expose_checkout(workflow.basedir)
 from reuse.errors import ConfigError
@@ -18,12 +28,14 @@ except ConfigError as e:
 R = config["results"].rstrip("/")
 RUNS = list(runs(config))
 SEEDS = config["baseline"]["seeds"]
+KD_VARIANTS = list(kd_variants(config))
+KD_SEEDS = kd_seeds(config)
 
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     model="|".join(config["models"]),
-    method="baseline",
+    method="baseline|kd",
     seed=r"\d+",
     epoch=r"\d+",
 
@@ -54,3 +66,19 @@ def baseline_targets():
             for e in checkpoint_epochs(config, model):
                 out += [f"{d}/ckpt/e{e}.pt"] + cache_files(f"{d}/logits/e{e}")
     return out
+
+
+def summary_targets():
+    """Per dataset: the baseline table, and the KD table when the config distils on it."""
+    out = [f"{R}/{ds}/baselines.csv" for ds in dict.fromkeys(ds for ds, _ in RUNS)]
+    return out + [f"{R}/{ds}/kd.csv" for ds in dict.fromkeys(ds for ds, _ in KD_VARIANTS)]
+
+
+def kd_teacher_inputs(ds, variant, seed):
+    v = config["kd"]["variants"][variant]
+    runs = [run_dir(ds, v["teacher"]["model"], seed=s) for s in kd_teacher_seeds(config, variant, int(seed))]
+    epochs = kd_teacher_epochs(config, variant)
+    files = [f"{r}/run.json" for r in runs]
+    if v["online"]:
+        return files + [f"{r}/ckpt/e{e}.pt" for r in runs for e in epochs]
+    return files + [f for r in runs for e in epochs for f in cache_files(f"{r}/logits/e{e}")]

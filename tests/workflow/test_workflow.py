@@ -73,8 +73,27 @@ def test_every_artifact_is_produced(done):
             n_views = 3 if model == "cnn" else 1  # clean + 2 augmented views, only for the augmented run
             assert cache.arrays["logits"].shape == (240, n_views, 10) and cache.arrays["topk_values"].shape[-1] == 2
             assert cache.meta["source"]["epoch"] == epoch
-    table = pd.read_csv(res / "baselines.csv")
+    table = pd.read_csv(res / "tiny" / "baselines.csv")
     assert len(table) == 4 and set(table["model"]) == {"mlp", "cnn"} and table["test_acc"].between(0, 1).all()
+
+
+def test_distilled_runs_record_what_they_reused(done):
+    res = done / "results"
+    for variant, caches in (("ens", 2), ("mix", 2)):
+        for seed in (0, 1):
+            run = res / "tiny" / "mlp" / "kd" / variant / f"s{seed}"
+            info = read_json(run / "run.json")
+            assert info["method"] == "kd" and info["variant"] == variant
+            assert info["recipe"]["augment"] == {"translate": 1, "flip": False}  # the teacher cache's views
+            kinds = [r["kind"] for r in info["reused"]]
+            assert kinds.count("logit_cache") == caches and kinds.count("past_run") == (2 if variant == "ens" else 1)
+            assert all(r["flops"] > 0 and r["time_s"] > 0 for r in info["reused"])
+            assert (run / "ckpt" / "e3.pt").exists() and len(read_jsonl(run / "metrics.jsonl")) == 3
+    # the ensemble's teachers for student seed 0 are the baseline runs after it: seeds 1, then 0
+    info = read_json(res / "tiny" / "mlp" / "kd" / "ens" / "s0" / "run.json")
+    assert [Path(r["path"]).name for r in info["reused"] if r["kind"] == "past_run"] == ["s1", "s0"]
+    table = pd.read_csv(res / "tiny" / "kd.csv")
+    assert len(table) == 4 and set(table["variant"]) == {"ens", "mix"} and (table["reused_flops"] > 0).all()
 
 
 def test_rerun_is_a_no_op(done):
@@ -87,7 +106,7 @@ def test_dry_run_shows_the_dag(tmp_path):
     assert r.returncode == 0, r.stderr
     assert jobs(r.stdout) == {"prepare_data": 1, "train_baseline__tiny__mlp": 2, "train_baseline__tiny__cnn": 2,
                               "logit_cache__tiny__mlp": 2, "logit_cache__tiny__cnn": 2, "summarize_baselines": 1,
-                              "all": 1}
+                              "kd__tiny__ens": 2, "kd__tiny__mix": 2, "summarize_kd": 1, "all": 1}
     assert not (tmp_path / "results").exists()
 
 
@@ -135,7 +154,7 @@ def test_deleting_a_checkpoint_rebuilds_only_its_run(done):
     assert all(torch.equal(old[k], new[k]) for k in old)  # retraining is deterministic
     after = snapshot(res)
     changed = {k for k in before if before[k][0] != after[k][0]}
-    assert changed and all(k.startswith("tiny/mlp/baseline/s1/") or k == "baselines.csv" for k in changed)
+    assert changed and all(k.startswith("tiny/mlp/baseline/s1/") or k == "tiny/baselines.csv" for k in changed)
 
 
 def test_corrupt_checkpoint_is_one_clear_error_and_spares_the_rest(done):
@@ -158,17 +177,19 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     cfg = yaml.safe_load(CONFIG.read_text())
     cfg["models"] = {"mlp": {"arch": "mlp", "args": {"hidden": [64, 64]}}}
     cfg["baseline"]["seeds"] = [0]
+    cfg.pop("kd")
     cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
     conf = tmp_path / "long.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(conf), "--cores", "1"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     state = tmp_path / "results" / "tiny" / "mlp" / "baseline" / "s0" / "state"
     deadline = time.time() + 120
-    while time.time() < deadline and not (state / "last.pt").exists():
+    while time.time() < deadline and not (state / "last.pt").exists() and proc.poll() is None:
         time.sleep(0.05)
-    assert (state / "last.pt").exists(), "training never wrote its resume state"
+    assert (state / "last.pt").exists(), f"training never wrote its resume state: {proc.communicate()[1][-2000:]}"
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=60)
