@@ -223,3 +223,41 @@ def test_distillation_pulls_the_student_towards_its_teacher(tiny_data, tmp_path,
             log_ps = F.log_softmax(m.eval()(tiny_data.train.get(torch.arange(len(tiny_data.train)))[0]) / T, 1)
         kl[name] = (p_t * (p_t.log() - log_ps)).sum(1).mean().item()
     assert kl["kd"] < 0.5 * kl["ce"]
+
+
+class Interrupt(Algorithm):
+    """Raises at optimizer step ``at_step`` (an interruption after the last checkpoint); inert when None."""
+
+    name = "interrupt"
+
+    def __init__(self, at_step=None):
+        self.at_step = at_step
+
+    def on_event(self, event, state):
+        if event is Event.BATCH and state.step == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_resumed_distillation_matches_an_uninterrupted_one(tiny_data, tmp_path, caches):
+    """Random teacher per step and input MixUp draw from (seed, step): a run interrupted after epoch 2
+    and resumed ends with the same weights as one that was not."""
+    recipe = {**RECIPE, "epochs": 3, "augment": None, "checkpoint_every": 1}
+
+    def run(state_dir, at_step):
+        seed_everything(0)
+        model = build_model("mlp", tiny_data.input_shape, 10, hidden=[16], dropout=0.2)
+        kd = Distill(CachedTeacher(caches[1::2], mode="random", temperature=T, seed=4, views=0), temperature=T,
+                     alpha=0.8, input_mixup=0.4, seed=4)
+        t = Trainer(model, tiny_data, recipe, seed=0, state_dir=state_dir, algorithms=[kd, Interrupt(at_step)],
+                    progress="off", model_spec={"arch": "mlp"})
+        return t, t.fit
+
+    t, fit = run(tmp_path / "a", 2 * 8 + 5)
+    with pytest.raises(KeyboardInterrupt):
+        fit()
+    t, fit = run(tmp_path / "a", None)
+    resumed = fit()
+    assert t.resumed_from == 2
+    straight = run(tmp_path / "b", None)[1]()
+    for (k, a), b in zip(resumed.model.state_dict().items(), straight.model.state_dict().values()):
+        assert torch.equal(a, b), k
