@@ -27,22 +27,12 @@ import statistics
 import time
 
 import torch
+from machine import cpu_model
 
 import reuse.ops as ops
 from reuse.ops import el2n, el2n_reference
 
 SHAPES = [(256, 10), (256, 100), (128, 1000), (4096, 32000)]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def reference_unchecked(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,7 @@ import statistics
 import time
 
 import torch
+from machine import cpu_model
 
 import reuse.ops as ops
 from reuse.ops import kd_loss, kd_loss_reference
@@ -72,17 +73,6 @@ SHAPES = [(256, 10), (256, 100), (128, 1000), (4096, 32000)]
 RSS_RESOLUTION = 256 * 1024
 TEMPERATURE = 4.0
 ALPHA = 0.9
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def eager(s, t, y):
