@@ -74,9 +74,15 @@ def summary_targets():
     return out + [f"{R}/{ds}/kd.csv" for ds in dict.fromkeys(ds for ds, _ in KD_VARIANTS)]
 
 
+def kd_teacher_runs(ds, variant, seed):
+    """The folders of the baseline runs that teach the student of ``seed``."""
+    model = config["kd"]["variants"][variant]["teacher"]["model"]
+    return [run_dir(ds, model, seed=s) for s in kd_teacher_seeds(config, variant, int(seed))]
+
+
 def kd_teacher_inputs(ds, variant, seed):
     v = config["kd"]["variants"][variant]
-    runs = [run_dir(ds, v["teacher"]["model"], seed=s) for s in kd_teacher_seeds(config, variant, int(seed))]
+    runs = kd_teacher_runs(ds, variant, seed)
     epochs = kd_teacher_epochs(config, variant)
     files = [f"{r}/run.json" for r in runs]
     if v["online"]:

@@ -25,10 +25,7 @@ for _ds, _variant in KD_VARIANTS:
             student=_student,
             student_cfg=config["models"][_student],
             recipe=recipe_for(config, _student),
-            teacher_runs=lambda wc, ds=_ds, variant=_variant: [
-                run_dir(ds, config["kd"]["variants"][variant]["teacher"]["model"], seed=s)
-                for s in kd_teacher_seeds(config, variant, int(wc.seed))
-            ],
+            teacher_runs=lambda wc, ds=_ds, variant=_variant: kd_teacher_runs(ds, variant, wc.seed),
             teacher_epochs=kd_teacher_epochs(config, _variant),
             last=_last,
             device=config["device"],
