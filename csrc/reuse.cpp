@@ -28,6 +28,23 @@ TORCH_LIBRARY(reuse, m) {
   // logsumexp [B]; the C - k other classes share the remaining mass. row_stats [B, 6].
   m.def("kd_loss_topk_fwd(Tensor s, Tensor values, Tensor indices, Tensor lse, Tensor targets, float temperature, float alpha) -> (Tensor loss, Tensor row_stats)");
   m.def("kd_loss_topk_bwd(Tensor grad, Tensor s, Tensor values, Tensor indices, Tensor targets, Tensor row_stats, float temperature, float alpha) -> Tensor");
+
+  // Per-example squared gradient norms for GraNd scoring (see csrc/grad_norm.h and
+  // reuse/ops/grad_norms.py). Each op returns [B]: the squared L2 norm of example b's
+  // gradient with respect to one layer's weight (plus its bias when bias=True), given the
+  // layer's input activations and the gradient of the loss with respect to its output.
+  // float64 for float64 inputs, float32 otherwise. None of them forms the batched weight
+  // gradient.
+  // Linear: a [B, Din] or [B, T, Din], g [B, Dout] or [B, T, Dout].
+  m.def("linear_sq_norms(Tensor a, Tensor g, bool bias) -> Tensor");
+  // Convolution (zero padding): x [B, Cin, *spatial] (1 or 2 spatial dims), g [B, Cout, *out_spatial].
+  m.def("conv_sq_norms(Tensor x, Tensor g, int[] kernel_size, int[] stride, int[] padding, int[] dilation, int groups, bool bias) -> Tensor");
+  // Affine of a normalisation layer: x, g [B, C, S]; xhat = x * scale[c] + shift[c]
+  // (xhat = x when scale and shift are None); weight grad sum_s g * xhat, bias grad sum_s g.
+  m.def("affine_sq_norms(Tensor x, Tensor g, Tensor? scale, Tensor? shift, bool weight, bool bias) -> Tensor");
+  // Embedding: indices [B, T] int64/int32, g [B, T, D]; rows equal to padding_idx (when >= 0)
+  // get no gradient.
+  m.def("embedding_sq_norms(Tensor indices, Tensor g, int num_embeddings, int padding_idx) -> Tensor");
 }
 
 // `import reuse._C` only needs a module object: importing it loads this shared
