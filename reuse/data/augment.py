@@ -41,8 +41,9 @@ def keyed_seed(*keys) -> int:
     return int(keyed_bits(*keys, idx=np.zeros(1, np.int64))[0] >> np.uint64(1))
 
 
-# Streams keep independent draws apart: the shift on each axis, the flip, the batch order.
-STREAM_SHIFT, STREAM_FLIP, STREAM_ORDER, STREAM_IMAGE = 1, 2, 3, 4
+# Streams keep independent draws apart: the shift on each axis, the flip, the batch order, the
+# image transforms, random data selection (pruning) and curriculum batches.
+STREAM_SHIFT, STREAM_FLIP, STREAM_ORDER, STREAM_IMAGE, STREAM_SELECT, STREAM_CURRICULUM = 1, 2, 3, 4, 5, 6
 
 
 @dataclass(frozen=True)

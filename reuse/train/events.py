@@ -55,6 +55,17 @@ class Algorithm:
     def on_event(self, event: Event, state: State) -> None:  # pragma: no cover - default no-op
         pass
 
+    def examples_per_epoch(self, n: int) -> int:
+        """How many examples an epoch takes when ``n`` would (the trainer sizes epochs and the
+        learning-rate schedule from it); a data-pruning method returns the kept count."""
+        return n
+
+    def epoch_ids(self, state: State) -> torch.Tensor | None:
+        """The example ids the epoch ``state.epoch`` trains on, in order (batches are consecutive
+        slices), or None to keep the trainer's shuffled full set. Called at the start of each epoch,
+        after EPOCH_START; must be a function of (seed, epoch) so a resumed run sees the same data."""
+        return None
+
     def flops_key(self, state: State) -> Any:
         """Anything that changes the cost of a training step (the trainer measures FLOPs once per key)."""
         return None

@@ -105,7 +105,10 @@ class Trainer:
         self.progress = progress
         self.augment = Augment.from_spec(recipe.get("augment"))
         bs = recipe["batch_size"]
-        spe = data.train.num_batches(bs, recipe.get("drop_last", False))
+        n_epoch = len(data.train)
+        for a in self.algorithms:
+            n_epoch = a.examples_per_epoch(n_epoch)
+        spe = data.train.num_batches(bs, recipe.get("drop_last", False), n=n_epoch)
         if spe == 0:
             raise ValueError(f"batch_size {bs} exceeds the {len(data.train)} training examples with drop_last")
         model.to(self.device)
@@ -116,6 +119,13 @@ class Trainer:
                                      "algorithms": [a.name for a in self.algorithms],
                                      "fingerprint": data.train.fingerprint["digest"]})
         self._step_flops: dict[Any, int] = {}
+        # Per-example statistics of the training batches (recipe `example_stats`): whether each
+        # example was classified correctly, and its loss, when it last appeared in a batch of each
+        # epoch (-1 / NaN: not seen that epoch). Forgetting events are counted from them.
+        n, e = len(data.train), recipe["epochs"]
+        self.example_stats = {"correct": torch.full((e, n), -1, dtype=torch.int8),
+                              "loss": torch.full((e, n), float("nan"), dtype=torch.float16)} \
+            if recipe.get("example_stats", False) else None
         self.resumed_from: int | None = None  # the epoch training resumed after, if it did
         self.totals = {"train_flops": 0, "eval_flops": 0, "train_time_s": 0.0, "eval_time_s": 0.0}
 
@@ -133,6 +143,7 @@ class Trainer:
             payload.update(optimizer=s.optimizer.state_dict(), rng_cpu=torch.get_rng_state(),
                            rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                            examples_seen=s.examples_seen, totals=self.totals, step_flops=self._step_flops,
+                           example_stats=self.example_stats,
                            algorithms={a.name: a.state_dict() for a in self.algorithms})
         return payload
 
@@ -155,6 +166,8 @@ class Trainer:
         s.metrics = list(ckpt["metrics"])
         self.totals = dict(ckpt["totals"])
         self._step_flops = dict(ckpt["step_flops"])
+        if self.example_stats is not None:
+            self.example_stats = ckpt["example_stats"]
         for a in self.algorithms:
             a.load_state_dict(ckpt["algorithms"].get(a.name, {}))
         self.resumed_from = s.epoch
@@ -191,7 +204,16 @@ class Trainer:
         n = y.shape[0]
         s.step += 1
         s.examples_seen += n
-        correct = (s.outputs.argmax(1) == y).sum().item() if y.ndim == 1 else 0
+        if y.ndim != 1:
+            return s.loss.item() * n, 0, n
+        hit = s.outputs.argmax(1) == y
+        if self.example_stats is not None:
+            with torch.no_grad():
+                per = F.cross_entropy(s.outputs.detach().float(), y, reduction="none")
+            ids = idx.cpu()
+            self.example_stats["correct"][s.epoch, ids] = hit.to("cpu", torch.int8)
+            self.example_stats["loss"][s.epoch, ids] = per.to("cpu", torch.float16)
+        correct = hit.sum().item()
         return s.loss.item() * n, correct, n
 
     def _bar(self, total: int):
@@ -211,9 +233,13 @@ class Trainer:
             self.fire(Event.EPOCH_START)
             t0 = time.perf_counter()
             loss_sum = correct = n = 0
+            ids = None
+            for a in self.algorithms:
+                ids = a.epoch_ids(s) if ids is None else ids
             with self._bar(s.steps_per_epoch) as bar:
-                for batch in self.data.train.batches(r["batch_size"], shuffle=True, seed=self.seed, epoch=s.epoch,
-                                                     augment=self.augment, aug_key=s.extra.get("augment_key"),
+                for batch in self.data.train.batches(r["batch_size"], shuffle=ids is None, seed=self.seed,
+                                                     epoch=s.epoch, augment=self.augment, indices=ids,
+                                                     aug_key=s.extra.get("augment_key"),
                                                      drop_last=r.get("drop_last", False)):
                     l, c, b = self._train_step(batch)
                     loss_sum, correct, n = loss_sum + l, correct + c, n + b
