@@ -7,8 +7,13 @@
 #       metrics.jsonl, run.json, predictions.npz      per-epoch metrics, run summary, test logits
 #       logits/e{epoch}/logits.npy, meta.json         logit cache on every training example
 #       state/                                        resume state while training (removed when done)
+#       example_stats.npz                             per-epoch correctness and loss of every example
+#       scores.npz, scores.json                       the run's difficulty scores     (rules/scores.smk)
 #   R/{dataset}/{student}/kd/{variant}/s{seed}/       one distilled run (rules/kd.smk): same files
-#   R/{dataset}/baselines.csv, kd.csv                 one row per run
+#   R/{dataset}/scores.parquet, scores.json           scores averaged over past runs  (rules/scores.smk)
+#   R/{dataset}/{model}/{method}/{variant}/s{seed}/   prune, curriculum, reweight runs (rules/data_methods.smk)
+#   R/{dataset}/baselines.csv, kd.csv, prune.csv...   one row per run
+#   R/{dataset}/studies/*.csv                         keep-fraction, curriculum, score-agreement studies
 # Logs sit next to their outputs (*.log).
 #
 #   snakemake --cores all                          # the default benchmark (config.yaml, MNIST-1D)
@@ -31,6 +36,8 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/baseline.smk"
 include: "rules/kd.smk"
+include: "rules/scores.smk"
+include: "rules/data_methods.smk"
 
 
 rule all:

@@ -147,6 +147,7 @@ def _semantic_problems(config: dict) -> list[str]:
         if late:
             problems.append(f"{where}.schedule.milestones: {late} lie beyond epochs={r['epochs']}")
     problems += _kd_problems(config)
+    problems += _score_problems(config)
     c = config["cache"]
     if not c["dense"] and not c["topk"]:
         problems.append("cache: dense is false and topk is 0, so nothing would be cached; set one of them")
@@ -186,6 +187,97 @@ def _kd_problems(config: dict) -> list[str]:
         if mixup.get("kind") == "checkpoint" and v["mode"] != "single":
             problems.append(f"{where}: checkpoint MixUp uses one past run (mode: single)")
     return problems
+
+
+DATA_METHODS = ("prune", "curriculum", "reweight")
+
+
+def _score_problems(config: dict) -> list[str]:
+    problems = []
+    sc = config["scores"]
+    model = sc["model"]
+    if model is not None:
+        if model not in config["models"]:
+            near = difflib.get_close_matches(model, config["models"], n=1)
+            return [f"scores.model: no model named '{model}'" + (f" (did you mean '{near[0]}'?)" if near else "")]
+        n_seeds = len(config["baseline"]["seeds"])
+        if sc["runs"] > n_seeds:
+            problems.append(f"scores.runs: {sc['runs']} past runs asked for, but baseline.seeds has {n_seeds}")
+        epochs = checkpoint_epochs(config, model)
+        for e in sc["epochs"] or []:
+            if e != "last" and e not in epochs:
+                problems.append(f"scores.epochs: {e} is not a checkpoint epoch of '{model}' {epochs}")
+        if "forgetting" in sc["names"] and not recipe_for(config, model)["example_stats"]:
+            problems.append(f"scores.names: forgetting needs the runs of '{model}' to record example_stats; set "
+                            "train.example_stats: true or drop forgetting")
+    for method in DATA_METHODS:
+        for name, v in config[method]["variants"].items():
+            where = f"{method}.variants.{name}"
+            if v["model"] not in config["models"]:
+                near = difflib.get_close_matches(v["model"], config["models"], n=1)
+                problems.append(f"{where}.model: no model named '{v['model']}'" +
+                                (f" (did you mean '{near[0]}'?)" if near else ""))
+            if not needs_scores(v):
+                continue
+            if v["score"] is None:
+                problems.append(f"{where}.score: this variant orders examples by a score; name one of "
+                                f"{sc['names']}")
+            elif model is None:
+                problems.append(f"{where}: uses score '{v['score']}' but scores.model is not set; set it to the "
+                                "past runs' model whose checkpoints are scored")
+            elif v["score"] not in sc["names"]:
+                problems.append(f"{where}.score: '{v['score']}' is not computed; add it to scores.names {sc['names']}")
+            elif v["epoch"] != "last" and v["epoch"] not in score_epochs(config):
+                problems.append(f"{where}.epoch: {v['epoch']} is not a scored epoch {score_epochs(config)}")
+    return problems
+
+
+def needs_scores(variant: dict) -> bool:
+    """Whether a data-method variant reads the score table (random choices do not)."""
+    return variant.get("mode") != "random" and variant.get("order") != "random"
+
+
+def score_epochs(config: dict) -> list[int]:
+    """The checkpoint epochs at which past runs are scored, ``last`` resolved."""
+    sc = config["scores"]
+    all_epochs = checkpoint_epochs(config, sc["model"])
+    if sc["epochs"] is None:
+        return all_epochs
+    return sorted({all_epochs[-1] if e == "last" else e for e in sc["epochs"]})
+
+
+def score_seeds(config: dict) -> list[int]:
+    """The baseline seeds whose runs are scored."""
+    return config["baseline"]["seeds"][: config["scores"]["runs"]]
+
+
+def score_datasets(config: dict) -> list[str]:
+    """Datasets that get a score table: those the scored model trains on."""
+    model = config["scores"]["model"]
+    return [ds for ds, m in runs(config) if m == model] if model is not None else []
+
+
+def method_variants(config: dict, method: str) -> Iterator[tuple[str, str]]:
+    """Every (dataset, variant) pair of a data method (prune, curriculum, reweight)."""
+    scored = set(score_datasets(config))
+    for ds in config["datasets"]:
+        for name, v in config[method]["variants"].items():
+            m = config["models"][v["model"]]
+            if all("datasets" not in x or ds in x["datasets"] for x in (v, m)) and (ds in scored or not needs_scores(v)):
+                yield ds, name
+
+
+def method_seeds(config: dict, method: str) -> list[int]:
+    seeds = config[method]["seeds"]
+    return seeds if seeds is not None else config["baseline"]["seeds"]
+
+
+def variant_score_epoch(config: dict, method: str, variant: str) -> int | None:
+    """The scored epoch a data-method variant reads (``last`` resolved), or None without scores."""
+    v = config[method]["variants"][variant]
+    if not needs_scores(v) or config["scores"]["model"] is None:
+        return None
+    return score_epochs(config)[-1] if v["epoch"] == "last" else v["epoch"]
 
 
 def kd_variants(config: dict) -> Iterator[tuple[str, str]]:

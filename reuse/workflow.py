@@ -94,10 +94,11 @@ def train_run(*, data_dir: str, model_name: str, model_cfg: dict, recipe: dict, 
 
 def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: torch.device,
                   outputs: dict[str, Any], progress: str = "auto", method: str = "baseline", variant: str | None = None,
-                  algorithms: list[Algorithm] = (), reused: list[dict] = ()) -> None:
+                  algorithms: list[Algorithm] = (), reused: list[dict] = (), method_cfg: dict | None = None) -> None:
     """Train one run with ``algorithms`` and write its declared outputs.
 
-    ``outputs``: ``ckpts`` ({epoch: path}), ``metrics``, ``run`` (run.json), ``predictions``. The
+    ``outputs``: ``ckpts`` ({epoch: path}), ``metrics``, ``run`` (run.json), ``predictions`` and,
+    optionally, ``example_stats`` (per-epoch per-example correctness and loss). The
     run's progress lives in ``state/`` beside them until the run finishes; a rerun after a kill
     resumes from ``state/last.pt``. ``reused`` lists the cost of what the run reused (past runs,
     caches), kept apart from its own cost in run.json.
@@ -122,14 +123,20 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     for epoch, path in outputs["ckpts"].items():
         # Link (not move) out of state/, so a kill here leaves state/ whole for the rerun.
         src = state_dir / f"e{epoch}.pt"
-        if not src.exists() and int(epoch) == recipe["epochs"]:
+        if epoch == "last" or (not src.exists() and int(epoch) == recipe["epochs"]):
             src = state_dir / "last.pt"  # the final epoch is kept even when not in checkpoint_epochs
         _link_or_copy(src, Path(path))
         ckpt_files[str(epoch)] = {"path": str(path), "sha256": sha256_file(path)}
+    if outputs.get("example_stats"):
+        if trainer.example_stats is None:
+            raise ReuseError("example_stats.npz is a declared output but the recipe has example_stats: false")
+        save_npz(outputs["example_stats"], correct=trainer.example_stats["correct"].numpy(),
+                 loss=trainer.example_stats["loss"].numpy())
     write_jsonl(outputs["metrics"], state.metrics)
     last = state.metrics[-1]
     write_json(outputs["run"], {
         "dataset": data.name, "model": model_name, "method": method, "variant": variant, "seed": seed,
+        "config": method_cfg,
         "arch": spec["arch"],
         "args": spec["args"], "num_parameters": n_params, "recipe": recipe,
         "fingerprint": data.train.fingerprint, "final": {"test_acc": pred["acc"], "test_loss": pred["loss"]},
@@ -196,7 +203,8 @@ def summarize(run_files: list[str], out_csv: str) -> None:
                      "test_loss": r["final"]["test_loss"], "best_test_acc": r["best_test_acc"],
                      "epochs": r["recipe"]["epochs"], **r["cost"],
                      "reused_time_s": sum(x["time_s"] for x in reused), "reused_flops": sum(x["flops"] for x in reused),
-                     "reused_cache_bytes": sum(x.get("bytes", 0) for x in reused), "run": str(Path(f).parent)})
+                     "reused_cache_bytes": sum(x.get("bytes", 0) for x in reused), "run": str(Path(f).parent),
+                     **{f"cfg_{k}": v for k, v in _flat(r.get("config") or {}).items()}})
     df = pd.DataFrame(rows).sort_values(["dataset", "model", "method", "variant", "seed"])
     with atomic_path(out_csv, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
@@ -204,6 +212,16 @@ def summarize(run_files: list[str], out_csv: str) -> None:
         n=("seed", "count"), acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"),
         time_s=("train_time_s", "mean"))
     log.info("summary of %d runs:\n%s", len(df), agg.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}_"))
+        else:
+            out[f"{prefix}{k}"] = v if not isinstance(v, list) else ",".join(map(str, v))
+    return out
 
 
 def train_kd(*, data_dir: str, variant: str, cfg: dict, student: str, student_cfg: dict, recipe: dict, seed: int,
@@ -248,4 +266,126 @@ def train_kd(*, data_dir: str, variant: str, cfg: dict, student: str, student_cf
              "online" if cfg["online"] else cfg["mode"], len(teacher_runs), teacher_epochs, cfg["temperature"],
              cfg["alpha"], cfg["until"])
     fit_and_write(data=data, model_name=student, model_cfg=student_cfg, recipe=recipe, seed=seed, device=dev,
-                  outputs=outputs, progress=progress, method="kd", variant=variant, algorithms=[algo], reused=reused)
+                  outputs=outputs, progress=progress, method="kd", variant=variant, algorithms=[algo], reused=reused,
+                  method_cfg=cfg)
+
+
+# ----------------------------------------------------------------------------- scores and data methods
+def score_run(*, data_dir: str, run_dir: str, epochs: list[int], names: list[str], batch_size: int, device: str,
+              out_npz: str, out_json: str) -> None:
+    """Score every training example at the checkpoints ``epochs`` of one past run (reuse.scores)."""
+    from reuse import scores
+
+    data = rdata.load(data_dir)
+    meta = scores.score_run(run_dir, data, epochs=epochs, names=names, batch_size=batch_size,
+                            device=pick_device(device), out_npz=out_npz, out_json=out_json)
+    log.info("scored %d examples of %s at epochs %s in %.1fs", meta["n"], run_dir, epochs, meta["cost"]["time_s"])
+
+
+def score_table(*, run_npzs: list[str], run_jsons: list[str], out_parquet: str, out_json: str) -> None:
+    from reuse import scores
+
+    df = scores.write_score_table(run_npzs, run_jsons, out_parquet, out_json)
+    means = df.groupby(["score", "epoch"], observed=True)["value"].mean().unstack("epoch")
+    log.info("score table of %d runs, %d rows; mean per score and epoch:\n%s", len(run_npzs), len(df),
+             means.to_string(float_format=lambda v: f"{v:.4g}"))
+
+
+def score_agreement(*, run_npzs: list[str], out_csv: str) -> None:
+    """The rank-agreement study of the scores across runs, epochs and numbers of runs."""
+    from reuse import scores
+    from reuse.io import atomic_path
+
+    df = scores.rank_agreement(run_npzs)
+    with atomic_path(out_csv, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False)
+    log.info("rank agreement:\n%s", df[df["kind"] == "runs"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def rescale_recipe(recipe: dict, epochs: int, time_factor: float) -> dict:
+    """``recipe`` with ``epochs`` epochs whose schedule landmarks (warmup, milestones, in epochs) are
+    stretched by ``time_factor``, so that they fall on the same fraction of training."""
+    sched = dict(recipe["schedule"])
+    sched["warmup_epochs"] = sched.get("warmup_epochs", 0) * time_factor
+    sched["milestones"] = [m * time_factor for m in sched.get("milestones", [])]
+    return {**recipe, "epochs": int(epochs), "schedule": sched, "checkpoint_epochs": []}
+
+
+def train_data_method(*, data_dir: str, method: str, variant: str, cfg: dict, model_name: str, model_cfg: dict,
+                      recipe: dict, seed: int, score_table_path: str | None, score_epoch: int | None, device: str,
+                      outputs: dict[str, Any], progress: str = "auto") -> None:
+    """Train one run of a data method (prune, curriculum, reweight) with the dataset's score table."""
+    import math
+
+    from reuse.methods.curriculum import Curriculum, curriculum_order
+    from reuse.methods.prune import Prune, matched_epochs, select
+    from reuse.methods.reweight import Reweight, rank_weights
+    from reuse.scores import ScoreTable
+
+    data = rdata.load(data_dir)
+    n = len(data.train)
+    reused: list[dict] = []
+    diff = None
+    if score_table_path is not None:
+        table = ScoreTable.open(score_table_path, fingerprint=data.train.fingerprint)
+        diff = table.difficulty(cfg["score"], score_epoch)
+        for r in table.meta["runs"]:
+            c = read_json(f"{r}/run.json")["cost"]
+            reused.append({"kind": "past_run", "path": r, "time_s": c["train_time_s"], "flops": c["train_flops"]})
+        reused.append({"kind": "score_table", "path": score_table_path, "time_s": table.meta["cost"]["time_s"],
+                       "flops": table.meta["cost"]["flops"]})
+    epochs, budget = recipe["epochs"], cfg["budget"]
+    if method == "prune":
+        ids = select(diff, cfg["keep"], mode=cfg["mode"], drop=cfg["drop"], labels=data.train.y.numpy(),
+                     class_balanced=cfg["class_balanced"], seed=seed, n=n)
+        new_epochs = matched_epochs(n, len(ids), recipe["batch_size"], epochs, drop_last=recipe["drop_last"],
+                                    budget=budget)
+        algo = Prune(ids)
+        log.info("prune %s: keep %d of %d examples (%s by %s), %d epochs for the same steps as %d x %d epochs",
+                 variant, len(ids), n, cfg["mode"], cfg["score"], new_epochs, budget, epochs)
+    elif method == "curriculum":
+        new_epochs = max(1, math.ceil(budget * epochs))
+        algo = Curriculum(curriculum_order(diff, cfg["order"], seed=seed, n=n), pacing=cfg["pacing"],
+                          start=cfg["start"], full_at=cfg["full_at"], stages=cfg["stages"])
+        log.info("curriculum %s: %s order by %s, %s pacing from %.2f to all data at %.0f%% of %d epochs", variant,
+                 cfg["order"], cfg["score"], cfg["pacing"], cfg["start"], 100 * cfg["full_at"], new_epochs)
+    elif method == "reweight":
+        new_epochs = max(1, math.ceil(budget * epochs))
+        w = rank_weights(diff, cfg["strength"])
+        algo = Reweight(w)
+        log.info("reweight %s: weights %.2f..%.2f by %s rank", variant, w.min(), w.max(), cfg["score"])
+    else:
+        raise ReuseError(f"unknown data method '{method}' (prune, curriculum, reweight)")
+    recipe = rescale_recipe(recipe, new_epochs, new_epochs / epochs)
+    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed,
+                  device=pick_device(device), outputs=outputs, progress=progress, method=method, variant=variant,
+                  algorithms=[algo], reused=reused, method_cfg=cfg)
+
+
+def study_table(*, runs_csv: str, baseline_csv: str, method: str, out_csv: str) -> None:
+    """Aggregate a data method's runs per setting (mean, std, n over seeds), beside the baseline."""
+    import pandas as pd
+
+    from reuse.io import atomic_path
+
+    keys = {"prune": ["model", "cfg_score", "cfg_epoch", "cfg_mode", "cfg_keep", "cfg_drop", "cfg_class_balanced",
+                      "cfg_budget"],
+            "curriculum": ["model", "cfg_score", "cfg_epoch", "cfg_order", "cfg_pacing", "cfg_start", "cfg_full_at",
+                           "cfg_budget"],
+            "reweight": ["model", "cfg_score", "cfg_epoch", "cfg_strength", "cfg_budget"]}[method]
+    runs = pd.read_csv(runs_csv)
+    runs["cfg_score"] = runs["cfg_score"].fillna("none")
+    agg = runs.groupby(keys + ["variant"], dropna=False).agg(
+        n=("seed", "count"), acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"),
+        steps=("step", "mean"), examples_seen=("examples_seen", "mean"), train_time_s=("train_time_s", "mean")
+    ).reset_index()
+    base = pd.read_csv(baseline_csv)
+    base = base[base["model"].isin(agg["model"])].groupby("model").agg(
+        baseline_n=("seed", "count"), baseline_acc_mean=("test_acc", "mean"), baseline_acc_std=("test_acc", "std"),
+        baseline_steps=("step", "mean")).reset_index()
+    agg = agg.merge(base, on="model", how="left")
+    agg["acc_delta"] = agg["acc_mean"] - agg["baseline_acc_mean"]
+    with atomic_path(out_csv, suffix=".csv") as tmp:
+        agg.to_csv(tmp, index=False)
+    log.info("%s study:\n%s", method, agg.drop(columns=["model"]).to_string(index=False,
+                                                                          float_format=lambda v: f"{v:.4f}"))

@@ -15,6 +15,7 @@ for _ds, _model in RUNS:
             metrics=f"{run_dir(_ds, _model)}/metrics.jsonl",
             run=f"{run_dir(_ds, _model)}/run.json",
             predictions=f"{run_dir(_ds, _model)}/predictions.npz",
+            example_stats=[f"{run_dir(_ds, _model)}/example_stats.npz"] if recipe_for(config, _model)["example_stats"] else [],
         params:
             model=_model,
             model_cfg=config["models"][_model],

@@ -5,15 +5,23 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)  # the reuse package of this checkout
 
 from reuse.config import (
+    DATA_METHODS,
     checkpoint_epochs,
     expose_checkout,
     kd_seeds,
     kd_teacher_epochs,
     kd_teacher_seeds,
     kd_variants,
+    method_seeds,
+    method_variants,
+    needs_scores,
     recipe_for,
     runs,
+    score_datasets,
+    score_epochs,
+    score_seeds,
     validate_config,
+    variant_score_epoch,
 )
 
 expose_checkout(workflow.basedir)
@@ -30,12 +38,15 @@ RUNS = list(runs(config))
 SEEDS = config["baseline"]["seeds"]
 KD_VARIANTS = list(kd_variants(config))
 KD_SEEDS = kd_seeds(config)
+SCORE_MODEL = config["scores"]["model"]
+SCORE_DATASETS = score_datasets(config)
+METHOD_VARIANTS = {m: list(method_variants(config, m)) for m in DATA_METHODS}
 
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     model="|".join(config["models"]),
-    method="baseline|kd",
+    method="|".join(("baseline", "kd") + DATA_METHODS),
     seed=r"\d+",
     epoch=r"\d+",
 
@@ -69,9 +80,15 @@ def baseline_targets():
 
 
 def summary_targets():
-    """Per dataset: the baseline table, and the KD table when the config distils on it."""
+    """Per dataset: the baseline table; the KD table when the config distils on it; the score table
+    and its rank-agreement study; each data method's run table and study table."""
     out = [f"{R}/{ds}/baselines.csv" for ds in dict.fromkeys(ds for ds, _ in RUNS)]
-    return out + [f"{R}/{ds}/kd.csv" for ds in dict.fromkeys(ds for ds, _ in KD_VARIANTS)]
+    out += [f"{R}/{ds}/kd.csv" for ds in dict.fromkeys(ds for ds, _ in KD_VARIANTS)]
+    out += [f for ds in SCORE_DATASETS for f in (f"{R}/{ds}/scores.parquet", f"{R}/{ds}/studies/score_agreement.csv")]
+    for method, pairs in METHOD_VARIANTS.items():
+        for ds in dict.fromkeys(ds for ds, _ in pairs):
+            out += [f"{R}/{ds}/{method}.csv", f"{R}/{ds}/studies/{method}.csv"]
+    return out
 
 
 def kd_teacher_runs(ds, variant, seed):
@@ -88,3 +105,18 @@ def kd_teacher_inputs(ds, variant, seed):
     if v["online"]:
         return files + [f"{r}/ckpt/e{e}.pt" for r in runs for e in epochs]
     return files + [f for r in runs for e in epochs for f in cache_files(f"{r}/logits/e{e}")]
+
+
+def scored_run_files(ds):
+    """The per-run score files that make up a dataset's score table."""
+    return [f"{run_dir(ds, SCORE_MODEL, seed=s)}/scores.{ext}" for s in score_seeds(config) for ext in ("npz", "json")]
+
+
+def method_dir(ds, method, variant, seed="{seed}"):
+    model = config[method]["variants"][variant]["model"]
+    return f"{R}/{ds}/{model}/{method}/{variant}/s{seed}"
+
+
+def method_run_files(ds, method):
+    return [f"{method_dir(d, method, v, s)}/run.json" for d, v in METHOD_VARIANTS[method] if d == ds
+            for s in method_seeds(config, method)]
