@@ -2,6 +2,7 @@
 
   python -m reuse info                 versions, devices and which op backend is active
   python -m reuse cache PATH [--data DIR]  describe a logit cache (and check it matches DIR's data)
+  python -m reuse scores PATH [--data DIR]  describe a score table (and check it matches DIR's data)
   python -m reuse check-config FILE    validate a workflow config (as the workflow does)
 """
 
@@ -55,6 +56,27 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scores(args: argparse.Namespace) -> int:
+    from reuse.scores import ScoreTable
+
+    fingerprint = None
+    if args.data:
+        from reuse.io import read_json
+
+        fingerprint = read_json(f"{args.data}/dataset.json")["fingerprint"]["train"]
+    t = ScoreTable.open(args.path, fingerprint=fingerprint)
+    m = t.meta
+    print(f"{args.path}: {m['n']} examples, scores {', '.join(m['scores'])} at epochs {m['epochs']}, "
+          f"averaged over {len(m['runs'])} past runs")
+    print(f"  data: {m['fingerprint']['name']} {m['fingerprint']['split']} split, digest {m['fingerprint']['digest']}")
+    print(f"  scoring cost: {m['cost']['time_s']:.1f} s, {m['cost']['flops']:.3g} FLOPs")
+    q = t.df.groupby(["score", "epoch"], observed=True)["value"].describe(percentiles=[0.1, 0.5, 0.9])
+    print(q[["mean", "10%", "50%", "90%"]].to_string(float_format=lambda v: f"{v:.4g}"))
+    if fingerprint is not None:
+        print(f"  matches the training split prepared in {args.data}")
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -79,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("path")
     s.add_argument("--data", help="a prepared dataset folder (results/<dataset>/data) the cache must match")
     s.set_defaults(fn=_cache)
+    s = sub.add_parser("scores", help="describe a score table (results/<dataset>/scores.parquet)")
+    s.add_argument("path")
+    s.add_argument("--data", help="a prepared dataset folder (results/<dataset>/data) the table must match")
+    s.set_defaults(fn=_scores)
     s = sub.add_parser("check-config", help="validate a workflow config file")
     s.add_argument("file")
     s.set_defaults(fn=_check_config)

@@ -3,4 +3,9 @@
 
 - :mod:`reuse.methods.kd`: knowledge distillation from past runs' logit caches (single, ensemble,
   random teacher per step, early stop, checkpoint MixUp, input MixUp) and from an online teacher.
+- :mod:`reuse.methods.prune`: keep a fraction of the data by past runs' scores (Data Diet).
+- :mod:`reuse.methods.curriculum`: easy-to-hard, anti and random curricula with pacing functions.
+- :mod:`reuse.methods.reweight`: loss weights from past runs' difficulty ranks.
+
+The scores themselves come from :mod:`reuse.scores`.
 """
