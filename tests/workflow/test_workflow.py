@@ -21,6 +21,7 @@ import yaml
 
 from reuse.cache import LogitCache
 from reuse.io import read_json, read_jsonl
+from reuse.scores import ScoreTable
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.workflow
@@ -96,6 +97,30 @@ def test_distilled_runs_record_what_they_reused(done):
     assert len(table) == 4 and set(table["variant"]) == {"ens", "mix"} and (table["reused_flops"] > 0).all()
 
 
+def test_scores_and_data_methods(done):
+    res = done / "results" / "tiny"
+    fp = read_json(res / "data" / "dataset.json")["fingerprint"]["train"]
+    table = ScoreTable.open(res / "scores.parquet", fingerprint=fp)
+    assert table.meta["scores"] == ["el2n", "loss", "margin", "forgetting"] and table.meta["epochs"] == [1, 3]
+    assert len(table.meta["runs"]) == 2 and (table.df["n_runs"] == 2).all() and len(table.df) == 4 * 2 * 240
+    base_steps = read_json(res / "cnn" / "baseline" / "s0" / "run.json")["cost"]["step"]
+    for variant in ("el2n_half", "rand_half"):
+        for seed in (0, 1):
+            info = read_json(res / "cnn" / "prune" / variant / f"s{seed}" / "run.json")
+            assert info["cost"]["step"] >= base_steps and info["cost"]["examples_seen"] < 2 * 120 * info["recipe"]["epochs"]
+            stats = np.load(res / "cnn" / "prune" / variant / f"s{seed}" / "example_stats.npz")["correct"]
+            assert ((stats >= 0).any(0)).sum() == 120  # trained on half of the 240 examples
+            kinds = [r["kind"] for r in info["reused"]]
+            assert kinds == (["past_run", "past_run", "score_table"] if variant == "el2n_half" else [])
+    info = read_json(res / "cnn" / "curriculum" / "easy" / "s0" / "run.json")
+    assert info["recipe"]["epochs"] == 2 and info["config"]["budget"] == 0.5  # half of 3 epochs, rounded up
+    studies = {m: pd.read_csv(res / "studies" / f"{m}.csv") for m in ("prune", "curriculum", "reweight")}
+    assert set(studies["prune"]["variant"]) == {"el2n_half", "rand_half"} and (studies["prune"]["n"] == 2).all()
+    assert studies["prune"]["baseline_acc_mean"].notna().all() and studies["reweight"]["model"].tolist() == ["mlp"]
+    agree = pd.read_csv(res / "studies" / "score_agreement.csv")
+    assert set(agree["kind"]) == {"runs", "epochs", "n_runs"} and agree["spearman"].between(-1, 1).all()
+
+
 def test_rerun_is_a_no_op(done):
     r = smk(done, "-n")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
@@ -106,7 +131,10 @@ def test_dry_run_shows_the_dag(tmp_path):
     assert r.returncode == 0, r.stderr
     assert jobs(r.stdout) == {"prepare_data": 1, "train_baseline__tiny__mlp": 2, "train_baseline__tiny__cnn": 2,
                               "logit_cache__tiny__mlp": 2, "logit_cache__tiny__cnn": 2, "summarize_baselines": 1,
-                              "kd__tiny__ens": 2, "kd__tiny__mix": 2, "summarize_kd": 1, "all": 1}
+                              "kd__tiny__ens": 2, "kd__tiny__mix": 2, "summarize_kd": 1, "score_run": 2,
+                              "score_table": 1, "score_agreement": 1, "prune__tiny__el2n_half": 2,
+                              "prune__tiny__rand_half": 2, "curriculum__tiny__easy": 2, "reweight__tiny__up": 2,
+                              "summarize_data_method": 3, "study_data_method": 3, "all": 1}
     assert not (tmp_path / "results").exists()
 
 
@@ -147,14 +175,16 @@ def test_deleting_a_checkpoint_rebuilds_only_its_run(done):
     before = snapshot(res)
     victim.unlink()
     plan = smk(done, "-n")
+    # the study tables compare against the baselines' table, so they are refreshed too
     assert jobs(plan.stdout) == {"train_baseline__tiny__mlp": 1, "logit_cache__tiny__mlp": 1,
-                                 "summarize_baselines": 1, "all": 1}
+                                 "summarize_baselines": 1, "study_data_method": 3, "all": 1}
     assert smk(done).returncode == 0
     new = torch.load(victim, weights_only=False)["model"]
     assert all(torch.equal(old[k], new[k]) for k in old)  # retraining is deterministic
     after = snapshot(res)
     changed = {k for k in before if before[k][0] != after[k][0]}
-    assert changed and all(k.startswith("tiny/mlp/baseline/s1/") or k == "tiny/baselines.csv" for k in changed)
+    assert changed and all(k.startswith(("tiny/mlp/baseline/s1/", "tiny/studies/")) or k == "tiny/baselines.csv"
+                           for k in changed)
 
 
 def test_corrupt_checkpoint_is_one_clear_error_and_spares_the_rest(done):
@@ -177,7 +207,8 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     cfg = yaml.safe_load(CONFIG.read_text())
     cfg["models"] = {"mlp": {"arch": "mlp", "args": {"hidden": [64, 64]}}}
     cfg["baseline"]["seeds"] = [0]
-    cfg.pop("kd")
+    for key in ("kd", "scores", "prune", "curriculum", "reweight"):
+        cfg.pop(key)
     cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
     conf = tmp_path / "long.yaml"
     conf.write_text(yaml.safe_dump(cfg))
