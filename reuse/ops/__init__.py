@@ -12,6 +12,10 @@ Public API:
 
 * :func:`el2n` - EL2N score per example.
 * :func:`kd_loss` - knowledge-distillation loss (teacher logits, probabilities or top-k).
+* :func:`per_example_grad_norms` - exact per-example gradient norms of the cross-entropy
+  loss (GraNd scores), one forward and one backward pass; its per-layer ops
+  :func:`linear_sq_norms`, :func:`conv_sq_norms`, :func:`affine_sq_norms` and
+  :func:`embedding_sq_norms` (see :mod:`reuse.ops.grad_norms`).
 * :data:`BACKEND` - ``"compiled"`` or ``"reference"``.
 * :func:`backend_info` - what was loaded and which kernels are registered.
 """
@@ -26,7 +30,19 @@ import torch
 
 from .reference import el2n_output_dtype, el2n_reference
 
-__all__ = ["BACKEND", "backend_info", "el2n", "el2n_reference", "kd_loss", "kd_loss_reference"]
+__all__ = [
+    "BACKEND",
+    "affine_sq_norms",
+    "backend_info",
+    "conv_sq_norms",
+    "el2n",
+    "el2n_reference",
+    "embedding_sq_norms",
+    "kd_loss",
+    "kd_loss_reference",
+    "linear_sq_norms",
+    "per_example_grad_norms",
+]
 
 _C: Any = None
 _LOAD_ERROR: str | None = None
@@ -62,6 +78,36 @@ if BACKEND == "compiled":
         return logits.new_empty(logits.shape[:1], dtype=el2n_output_dtype(logits.dtype))
 
     _el2n_impl = torch.ops.reuse.el2n.default
+
+    # Per-example gradient norms (reuse/ops/grad_norms.py): every op returns [B].
+    def _gn_out(t: torch.Tensor) -> torch.Tensor:
+        return t.new_empty(t.shape[:1], dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
+
+    @torch.library.register_fake("reuse::linear_sq_norms")
+    def _linear_sq_norms_fake(a, g, bias):
+        torch._check(a.dim() in (2, 3), lambda: "reuse::linear_sq_norms: a must be 2-D or 3-D")
+        torch._check(g.dim() == a.dim(), lambda: "reuse::linear_sq_norms: g must have the dims of a")
+        torch._check(g.shape[0] == a.shape[0], lambda: "reuse::linear_sq_norms: batch sizes must match")
+        return _gn_out(a)
+
+    @torch.library.register_fake("reuse::conv_sq_norms")
+    def _conv_sq_norms_fake(x, g, kernel_size, stride, padding, dilation, groups, bias):
+        torch._check(x.dim() in (3, 4), lambda: "reuse::conv_sq_norms: x must be 3-D or 4-D")
+        torch._check(g.dim() == x.dim(), lambda: "reuse::conv_sq_norms: g must have the dims of x")
+        torch._check(g.shape[0] == x.shape[0], lambda: "reuse::conv_sq_norms: batch sizes must match")
+        return _gn_out(x)
+
+    @torch.library.register_fake("reuse::affine_sq_norms")
+    def _affine_sq_norms_fake(x, g, scale, shift, weight, bias):
+        torch._check(x.dim() == 3, lambda: "reuse::affine_sq_norms: x must be 3-D [B, C, S]")
+        torch._check(g.shape == x.shape, lambda: "reuse::affine_sq_norms: g must have the shape of x")
+        return _gn_out(x)
+
+    @torch.library.register_fake("reuse::embedding_sq_norms")
+    def _embedding_sq_norms_fake(indices, g, num_embeddings, padding_idx):
+        torch._check(indices.dim() == 2, lambda: "reuse::embedding_sq_norms: indices must be 2-D")
+        torch._check(g.dim() == 3, lambda: "reuse::embedding_sq_norms: g must be 3-D")
+        return _gn_out(g)
 else:
     _el2n_impl = el2n_reference
 
@@ -116,4 +162,11 @@ def backend_info() -> dict[str, Any]:
 
 
 from .kd import kd_loss  # noqa: E402  (needs BACKEND, defined above)
+from .grad_norms import (  # noqa: E402  (needs BACKEND and _has_kernel)
+    affine_sq_norms,
+    conv_sq_norms,
+    embedding_sq_norms,
+    linear_sq_norms,
+    per_example_grad_norms,
+)
 from .reference import kd_loss_reference  # noqa: E402
