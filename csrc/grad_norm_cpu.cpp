@@ -691,9 +691,10 @@ struct ConvPlan {
       nvw_max = std::max(nvw_max, nvw[r]);
     }
     const int64_t Ho = g.out_size[0], Wo = g.out_size[1];
-    // Valid reads need Wp >= Wo + qw_max; reads left of a row land in the
-    // previous row's zero tail, which needs Wp + qw_min >= nvw; data fits.
-    Wp = std::max({Wo + qw_max, nvw_max - std::min<int64_t>(qw_min, 0), nvw_max, int64_t{1}});
+    // Output rows fit (Wp >= Wo); reads right of a row stay in it (Wp >=
+    // Wo + qw_max); reads left of a row land in the previous row's zero tail
+    // (Wp + qw_min >= nvw); the data fits (Wp >= nvw).
+    Wp = std::max({Wo, Wo + qw_max, nvw_max - std::min<int64_t>(qw_min, 0), nvw_max, int64_t{1}});
     lead = std::max<int64_t>(0, -qw_min);
     rows = Ho + qh_max - qh_min;
     phase_size = round_up(lead + rows * Wp + std::max<int64_t>(qw_max, 0) + 1, 16);
