@@ -4,6 +4,7 @@
   python -m reuse cache PATH [--data DIR]  describe a logit cache (and check it matches DIR's data)
   python -m reuse scores PATH [--data DIR]  describe a score table (and check it matches DIR's data)
   python -m reuse check-config FILE    validate a workflow config (as the workflow does)
+  python -m reuse report [--results DIR] [--config FILE]  summary table and offline report pages
 """
 
 from __future__ import annotations
@@ -89,6 +90,29 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import logging
+
+    import yaml
+
+    from reuse.config import validate_config
+    from reuse.workflow import report
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = None
+    if args.config:
+        with open(args.config) as f:
+            config = yaml.safe_load(f)
+        validate_config(config, source=args.config)
+    out = report(results=args.results, config=config, out_dir=args.out)
+    runs = out["runs"]
+    n_bad = int((runs["status"] != "ok").sum())
+    print(f"{len(runs) - n_bad} of {len(runs)} runs finished" + (f"; {n_bad} shown as missing" if n_bad else ""))
+    print(f"summary: {args.results}/summary.parquet, {args.results}/summary.csv")
+    print(f"report: {args.out or args.results + '/report'}/index.html")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from reuse.errors import ReuseError
 
@@ -108,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("check-config", help="validate a workflow config file")
     s.add_argument("file")
     s.set_defaults(fn=_check_config)
+    s = sub.add_parser("report", help="summary table and offline report pages from whatever runs exist")
+    s.add_argument("--results", default="results", help="the results folder (default: results)")
+    s.add_argument("--config", help="the workflow config: its runs that did not finish are shown as missing, and "
+                                    "its report block is used")
+    s.add_argument("--out", help="folder of the pages (default: RESULTS/report)")
+    s.set_defaults(fn=_report)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

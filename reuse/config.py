@@ -343,3 +343,34 @@ def runs(config: dict) -> Iterator[tuple[str, str]]:
         for model, m in config["models"].items():
             if "datasets" not in m or ds in m["datasets"]:
                 yield ds, model
+
+
+def expected_runs(config: dict) -> Iterator[dict]:
+    """Every run the (validated) config declares, as ``dataset, model, method, variant, seed``, its
+    folder relative to the results folder (``relpath``) and the variant's settings (``config``, as
+    run.json records them; None for baselines). Baselines: every (dataset, model) x baseline seed;
+    KD: the student is the run's model; data methods and any later method with a ``variants`` block
+    whose variants name their ``model`` (or ``student``): every variant on its datasets x its seeds."""
+    for ds, model in runs(config):
+        for seed in config["baseline"]["seeds"]:
+            yield {"dataset": ds, "model": model, "method": "baseline", "variant": None, "seed": seed,
+                   "relpath": f"{ds}/{model}/baseline/s{seed}", "config": None}
+    known = {"kd": (kd_variants(config), kd_seeds(config))}
+    known.update({m: (method_variants(config, m), method_seeds(config, m)) for m in DATA_METHODS})
+    for method, block in config.items():
+        if method in known:
+            pairs, seeds = known[method]
+        elif isinstance(block, dict) and isinstance(block.get("variants"), dict) and method != "baseline":
+            pairs = [(ds, name) for ds in config["datasets"] for name, v in block["variants"].items()
+                     if ds in v.get("datasets", [ds])]
+            seeds = block.get("seeds") or config["baseline"]["seeds"]
+        else:
+            continue
+        for ds, name in pairs:
+            v = block["variants"][name]
+            model = v.get("student") or v.get("model")
+            if model is None:
+                continue
+            for seed in seeds:
+                yield {"dataset": ds, "model": model, "method": method, "variant": name, "seed": seed,
+                       "relpath": f"{ds}/{model}/{method}/{name}/s{seed}", "config": v}

@@ -139,7 +139,8 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
         "config": method_cfg,
         "arch": spec["arch"],
         "args": spec["args"], "num_parameters": n_params, "recipe": recipe,
-        "fingerprint": data.train.fingerprint, "final": {"test_acc": pred["acc"], "test_loss": pred["loss"]},
+        "fingerprint": data.train.fingerprint,
+        "final": {"test_acc": pred["acc"], "test_loss": pred["loss"], **_calibration(pred["logits"], data.test.y)},
         "best_test_acc": max(m.get("test_acc", 0.0) for m in state.metrics),
         "cost": {k: last[k] for k in ("train_time_s", "eval_time_s", "train_flops", "eval_flops", "examples_seen",
                                       "step")},
@@ -148,6 +149,15 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
         "started": started, "finished": time.time()})
     shutil.rmtree(state_dir)
     log.info("finished: test accuracy %.4f, %.1fs training", pred["acc"], last["train_time_s"])
+
+
+def _calibration(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+    """Test NLL (cross-entropy, float64) and expected calibration error over 15 equal-width bins."""
+    from reuse import metrics
+
+    lg, t = logits.double().numpy(), targets.numpy()
+    return {"test_nll": metrics.nll(lg, t), "test_ece": metrics.ece(lg, t, metrics.ECE_BINS),
+            "ece_bins": metrics.ECE_BINS}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -389,3 +399,20 @@ def study_table(*, runs_csv: str, baseline_csv: str, method: str, out_csv: str) 
         agg.to_csv(tmp, index=False)
     log.info("%s study:\n%s", method, agg.drop(columns=["model"]).to_string(index=False,
                                                                           float_format=lambda v: f"{v:.4f}"))
+
+
+# ----------------------------------------------------------------------------- report
+def report(*, results: str, config: dict | None = None, out_dir: str | None = None) -> dict[str, Any]:
+    """The summary table (``<results>/summary.parquet``, ``.csv``) and the report pages from every run
+    under ``results``; with ``config``, every run it declares that did not finish is shown missing."""
+    from reuse.report import build
+
+    out = build(results, config, out_dir=out_dir)
+    runs = out["runs"]
+    bad = runs[runs["status"] != "ok"]
+    for r in bad.itertuples(index=False):
+        log.warning("not finished (%s): %s/%s/%s/%s seed %s %s", r.status, r.dataset, r.model, r.method, r.variant,
+                    r.seed, r.error)
+    log.info("report: %d of %d runs finished; %s", len(runs) - len(bad), len(runs),
+             Path(out_dir or Path(results) / "report") / "index.html")
+    return out

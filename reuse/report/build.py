@@ -1,0 +1,492 @@
+"""Build the summary table and the report pages from a results folder.
+
+Pages (under ``<results>/report/``): ``index.html``, ``frontier.html``, ``recommendations.html``,
+``runs.html``, one ``method-<method>.html`` per method found or expected, one
+``scores-<dataset>.html`` per dataset with a score table; key charts as PNG and SVG under
+``figures/``. Everything is driven by the run table: a method nobody told this module about gets its
+page, its frontier points and its recommendations like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reuse import metrics as M
+from reuse.io import atomic_path
+from reuse.report import charts as C
+from reuse.report.collect import AXES, GROUP, Collected, collect
+from reuse.report.html import Page, links, table_html
+from reuse.report.tables import (BASELINE, add_roles, add_run_columns, aggregate, fmt_ci, fmt_cost, recommend,
+                                 summary_table, target_name)
+
+log = logging.getLogger("reuse.report")
+
+FIGURE_KINDS = ("frontier", "accuracy", "curves")
+
+
+@dataclass
+class Options:
+    """The config's ``report`` block."""
+
+    cost_axis: str = "time_full"
+    targets: list[float] = field(default_factory=list)
+    bootstrap: M.Bootstrap = field(default_factory=M.Bootstrap)
+    ece_bins: int = M.ECE_BINS
+    figures: list[str] = field(default_factory=lambda: ["png", "svg"])
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> "Options":
+        r = (config or {}).get("report") or {}
+        b = r.get("bootstrap") or {}
+        return cls(cost_axis=r.get("cost_axis", "time_full"), targets=list(r.get("targets", [])),
+                   bootstrap=M.Bootstrap(resamples=b.get("resamples", 10000), confidence=b.get("confidence", 0.95),
+                                         method=b.get("method", "BCa"), seed=b.get("seed", 0)),
+                   ece_bins=r.get("ece_bins", M.ECE_BINS), figures=list(r.get("figures", ["png", "svg"])))
+
+
+def method_page(method: str) -> str:
+    return f"method-{method}.html"
+
+
+def scores_page(dataset: str) -> str:
+    return f"scores-{dataset}.html"
+
+
+def figure_name(kind: str, dataset: str, what: str) -> str:
+    return f"{kind}_{dataset}_{what}"
+
+
+def expected_outputs(config: dict) -> dict[str, list[str]]:
+    """The files :func:`build` writes for a validated config, relative to the results folder:
+    ``summary`` (parquet, csv), ``pages``, ``figures`` by kind. The workflow declares them."""
+    from reuse.config import expected_runs, score_datasets
+
+    opts = Options.from_config(config)
+    pairs = list(dict.fromkeys((e["dataset"], e["method"]) for e in expected_runs(config)))
+    datasets = list(dict.fromkeys(ds for ds, _ in pairs))
+    methods = list(dict.fromkeys(m for _, m in pairs))
+    pages = ["report/index.html", "report/frontier.html", "report/recommendations.html", "report/runs.html"]
+    pages += [f"report/{method_page(m)}" for m in methods]
+    pages += [f"report/{scores_page(ds)}" for ds in dict.fromkeys(score_datasets(config))]
+    figs: dict[str, list[str]] = {k: [] for k in FIGURE_KINDS}
+    for ext in opts.figures:
+        figs["frontier"] += [f"report/figures/{figure_name('frontier', ds, a)}.{ext}" for ds in datasets for a in AXES]
+        for kind in ("accuracy", "curves"):
+            figs[kind] += [f"report/figures/{figure_name(kind, ds, m)}.{ext}" for ds, m in pairs]
+    return {"summary": ["summary.parquet", "summary.csv"], "pages": pages,
+            "tables": ["report/recommendations.csv"], "figures": figs}
+
+
+# ----------------------------------------------------------------------------- build
+def build(results: str | Path, config: dict | None = None, options: Options | None = None,
+          out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Collect every run under ``results`` (and, with ``config``, every run it expects), write
+    ``<results>/summary.parquet`` and ``.csv``, and the pages under ``out_dir`` (default
+    ``<results>/report``). Returns the tables and the written paths."""
+    from reuse.config import expected_runs
+
+    results = Path(results)
+    opts = options or Options.from_config(config)
+    if opts.cost_axis not in AXES:
+        raise ValueError(f"report.cost_axis {opts.cost_axis!r} is not one of {list(AXES)}")
+    out = Path(out_dir) if out_dir else results / "report"
+    expected = list(expected_runs(config)) if config else None
+    col = collect(results, expected, bins=opts.ece_bins)
+    runs = add_run_columns(col, opts.targets)
+    aggs = aggregate(runs, opts.bootstrap, opts.targets)
+    recs = {axis: recommend(aggs, axis) for axis in AXES}
+    aggs = add_roles(aggs, recs)
+    summary = summary_table(runs, aggs)
+    written = []
+    for path, writer in ((results / "summary.parquet", lambda p: summary.to_parquet(p, index=False)),
+                         (results / "summary.csv", lambda p: summary.to_csv(p, index=False))):
+        with atomic_path(path, suffix=path.suffix) as tmp:
+            writer(tmp)
+        written.append(path)
+    rec_all = pd.concat([r for r in recs.values() if not r.empty], ignore_index=True) if any(
+        not r.empty for r in recs.values()) else pd.DataFrame()
+    with atomic_path(out / "recommendations.csv", suffix=".csv") as tmp:
+        rec_all.to_csv(tmp, index=False)
+    written.append(out / "recommendations.csv")
+    ctx = _Context(col=col, runs=runs, aggs=aggs, recs=recs, opts=opts, out=out, config=config)
+    written += ctx.write_all()
+    n_ok = int((runs["status"] == "ok").sum())
+    log.info("report: %d runs (%d finished, %d not), %d aggregates, %d files under %s", len(runs), n_ok,
+             len(runs) - n_ok, len(aggs), len(written), out)
+    return {"runs": runs, "aggregates": aggs, "recommendations": recs, "summary": summary, "written": written,
+            "problems": col.problems}
+
+
+@dataclass
+class _Context:
+    col: Collected
+    runs: pd.DataFrame
+    aggs: pd.DataFrame
+    recs: dict[str, pd.DataFrame]
+    opts: Options
+    out: Path
+    config: dict | None
+
+    def __post_init__(self):
+        self.datasets = sorted(set(self.runs["dataset"]))
+        self.methods = [BASELINE] * (BASELINE in set(self.runs["method"])) + sorted(
+            set(self.runs["method"]) - {BASELINE})
+        self.curve_stats = C.curve_stats(self.col.curves, self.aggs, self.opts.bootstrap)
+        self.class_stats = C.per_class_stats(self.col.per_class, self.aggs, self.opts.bootstrap)
+        self.nav = [("index.html", "overview"), ("frontier.html", "frontier"),
+                    ("recommendations.html", "recommendations"), ("runs.html", "runs")]
+        self.nav += [(method_page(m), m) for m in self.methods]
+        self.nav += [(scores_page(ds), f"scores ({ds})") for ds in self.datasets if ds in self.col.scores]
+
+    # ------------------------------------------------------------------ shared pieces
+    def method_aggs(self, ds: str, method: str, with_baselines: bool = True) -> pd.DataFrame:
+        a = self.aggs[self.aggs["dataset"] == ds]
+        mine = a[a["method"] == method]
+        if with_baselines and method != BASELINE:
+            mine = pd.concat([a[(a["method"] == BASELINE) & a["model"].isin(set(mine["model"]))], mine])
+        return mine
+
+    def agg_table(self, df: pd.DataFrame, axis: str | None = None) -> str:
+        axis = axis or self.opts.cost_axis
+        d = df.copy()
+        d["acc_ci"] = [fmt_ci(a, b) if n > 1 else ("n=1, no interval" if n == 1 else "")
+                       for a, b, n in zip(d["test_acc_lo"], d["test_acc_hi"], d["n"])]
+        d["diff"] = [("" if m == BASELINE or np_ == 0 else f"{100 * dm:+.2f} {fmt_ci(lo, hi, signed=True)}"
+                      if np_ > 1 else ("" if m == BASELINE or np_ == 0 else f"{100 * dm:+.2f}"))
+                     for m, dm, lo, hi, np_ in zip(d["method"], d["diff_mean"], d["diff_lo"], d["diff_hi"],
+                                                   d["n_pairs"])]
+        d["cost_m"] = [fmt_cost(v, "time") for v in d.get("cost_time_marginal_s", [np.nan] * len(d))]
+        d["cost_f"] = [fmt_cost(v, "time") for v in d.get("cost_time_full_s", [np.nan] * len(d))]
+        d["fl_m"] = [fmt_cost(v, "flops") for v in d.get("cost_flops_marginal", [np.nan] * len(d))]
+        d["fl_f"] = [fmt_cost(v, "flops") for v in d.get("cost_flops_full", [np.nan] * len(d))]
+        sp = f"speedup_{BASELINE}_steps"
+        d["speedup"] = [("" if m == BASELINE or v is None or (isinstance(v, float) and math.isnan(v)) else
+                         f"{v:.2f}×" + (f" [{lo:.2f}, {hi:.2f}]" if not (math.isnan(lo) or math.isnan(hi)) else ""))
+                        for m, v, lo, hi in zip(d["method"], d.get(sp, [np.nan] * len(d)),
+                                                d.get(f"{sp}_lo", [np.nan] * len(d)),
+                                                d.get(f"{sp}_hi", [np.nan] * len(d)))]
+        d["role"] = d.get(f"role_{axis}", "")
+        cols = {"label": "run", "n_of": "seeds", "test_acc": "accuracy", "acc_ci": "95% CI",
+                "diff": "vs baseline (points, 95% CI)", "verdict": "verdict", "test_nll": "NLL",
+                "test_ece": "ECE (15 bins)", "cost_m": "own time", "cost_f": "full time", "fl_m": "own FLOPs",
+                "fl_f": "full FLOPs", "speedup": "speed-up (steps) to baseline acc.", "role": "role",
+                "missing_seeds": "missing seeds"}
+        return table_html(d, cols, row_class="status", formats={"test_acc": "pct", "test_nll": "g", "test_ece": "g"})
+
+    def missing_table(self, df: pd.DataFrame) -> str:
+        miss = df[df["status"] != "ok"]
+        return table_html(miss, {"dataset": "dataset", "model": "model", "method": "method", "variant": "variant",
+                                 "seed": "seed", "status": "status", "run": "folder", "error": "last error"},
+                          row_class="status")
+
+    def stats_note(self) -> str:
+        b = self.opts.bootstrap
+        return (f"Intervals: {100 * b.confidence:g}% bootstrap confidence intervals of the mean over seeds "
+                f"(scipy.stats.bootstrap, {b.method}, {b.resamples} resamples, seed {b.seed}); n=1 has no interval. "
+                "'vs baseline': per-seed differences from the baseline run of the same dataset, model and seed, "
+                "over the seeds both have; better / worse only when the interval of the mean difference excludes "
+                f"0. ECE over {self.opts.ece_bins} equal-width confidence bins; NLL is the test cross-entropy. "
+                "Own cost: the run's training (test evaluation excluded); full cost: own cost plus every past run, "
+                "cache and score table it reused, each charged in full to every run that reused it.")
+
+    # ------------------------------------------------------------------ pages
+    def write_all(self) -> list[Path]:
+        written = []
+        for page in [self.index(), self.frontier(), self.recommendations(), self.runs_page()] + \
+                [self.method(m) for m in self.methods] + \
+                [self.scores(ds) for ds in self.datasets if ds in self.col.scores]:
+            written.append(page.write(self.out, self.nav))
+        written += self.figures()
+        return written
+
+    def index(self) -> Page:
+        p = Page("index.html", "Reusing past training runs: results")
+        r = self.runs
+        counts = r["status"].value_counts().to_dict()
+        others = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k != "ok")
+        p.p(f"{len(r)} runs known ({'from the config and ' if self.config else ''}from the run.json files under the "
+            f"results folder): {counts.get('ok', 0)} finished, " + (others or "none missing") + ".")
+        if len(counts) > 1 or (r["status"] != "ok").any():
+            p.p("Runs that did not finish are listed below and on the runs page; aggregates say n=k of K and are "
+                "over the finished seeds only.", cls="note")
+        p.p(self.stats_note(), cls="note")
+        for ds in self.datasets:
+            p.h(f"{ds}: the training efficiency frontier")
+            a = self.aggs[self.aggs["dataset"] == ds]
+            p.chart(C.frontier_chart(a, None, self.opts.cost_axis), f"frontier-{ds}",
+                    "Each point: one method variant (or baseline) on one model, mean over seeds with 95% intervals "
+                    "of accuracy and cost; the dashed step line joins the Pareto-optimal points. Shapes: baseline, "
+                    "selected (recommended at some budget), frontier, dominated. Hover for details.")
+            rec = self.recs[self.opts.cost_axis]
+            rec = rec[rec["dataset"] == ds] if not rec.empty else rec
+            if not rec.empty:
+                p.h(f"What to use at each budget ({AXES[self.opts.cost_axis][1]})", 3)
+                p.raw("<ul>" + "".join(f"<li>{_esc(s)}</li>" for s in rec["statement"]) + "</ul>")
+                p.p(links([("recommendations.html", "all cost axes")]), raw=True, cls="note")
+            p.h(f"{ds}: every method", 3)
+            p.raw(self.agg_table(a.sort_values(["model", "method", "variant"])))
+        miss = r[r["status"] != "ok"]
+        p.h("Runs that did not finish")
+        p.raw(self.missing_table(r) if len(miss) else '<p class="note">none</p>')
+        p.h("Pages")
+        p.raw("<ul>" + "".join(f'<li><a href="{h}">{_esc(t)}</a></li>' for h, t in self.nav[1:]) + "</ul>")
+        p.p("Tables: results/summary.parquet and summary.csv (one row per run, one per aggregate); "
+            "report/recommendations.csv; key charts as PNG and SVG in report/figures/.", cls="note")
+        return p
+
+    def frontier(self) -> Page:
+        p = Page("frontier.html", "Training efficiency frontier")
+        p.p("Accuracy against total cost. Pick the cost axis from the menu under each chart: wall-clock or FLOPs, "
+            "own (marginal: reuse treated as free, the sequence-of-runs view) or full (own plus every reused past "
+            "run, cache and score table). " + self.stats_note(), cls="note")
+        for ds in self.datasets:
+            a = self.aggs[self.aggs["dataset"] == ds]
+            p.h(ds)
+            p.chart(C.frontier_chart(a, None, self.opts.cost_axis), f"frontier-{ds}",
+                    "Mean over seeds; error bars: 95% bootstrap intervals of accuracy (vertical) and cost "
+                    "(horizontal). Click a legend entry to highlight a method.")
+            for axis, (c, label) in AXES.items():
+                f = a[a[f"frontier_{axis}"] & (a["n"] > 0)].sort_values(c)
+                p.h(f"Pareto-optimal on {label}", 3)
+                d = f.copy()
+                d["cost"] = [fmt_cost(v, axis) for v in d[c]]
+                d["cost_ci"] = [fmt_ci(lo, hi, pct=False) for lo, hi in zip(d[f"{c}_lo"], d[f"{c}_hi"])]
+                d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(d["test_acc_lo"], d["test_acc_hi"])]
+                p.table(d, {"label": "run", "n_of": "seeds", "cost": "mean cost", "cost_ci": "cost 95% CI",
+                            "test_acc": "accuracy", "acc_ci": "95% CI", "verdict": "vs its baseline",
+                            f"role_{axis}": "role"}, formats={"test_acc": "pct"})
+            miss = a[a["n"] == 0]
+            if len(miss):
+                p.h("Not on the chart: no finished run", 3)
+                p.table(miss, {"label": "run", "n_of": "seeds", "missing_seeds": "missing seeds"})
+        return p
+
+    def recommendations(self) -> Page:
+        p = Page("recommendations.html", "Recommendations: which method at which budget")
+        p.p("Generated from the measured table only (summary.parquet). For a budget c on a cost axis, the affordable "
+            "runs are the aggregates whose mean cost is at most c; a method is eligible only if its paired "
+            "comparison with its own baseline (same dataset, model and seeds) says better, i.e. the 95% interval "
+            "of the mean accuracy difference lies above 0; baselines are always eligible. The recommendation is the "
+            "eligible aggregate with the highest mean accuracy; where that is a baseline, no method beats the "
+            "baseline at that budget. Ranges start at each aggregate's mean cost.", cls="note")
+        p.p(self.stats_note(), cls="note")
+        rows = []
+        order = [self.opts.cost_axis] + [a for a in AXES if a != self.opts.cost_axis]
+        for ds in self.datasets:
+            p.h(ds)
+            for i, axis in enumerate(order):
+                rec = self.recs[axis]
+                rec = rec[rec["dataset"] == ds] if not rec.empty else rec
+                body = Page("", "")
+                if rec.empty:
+                    body.p("No finished runs.")
+                else:
+                    nob = rec[rec["no_method_beats_baseline"]]
+                    body.p("No method beats the baseline " + (
+                        "at any budget." if len(nob) == len(rec) else (
+                            "nowhere: every range has a method shown better." if nob.empty else
+                            "in these ranges: " + "; ".join(
+                                f"{fmt_cost(lo, axis)} to {fmt_cost(hi, axis)}" for lo, hi in
+                                zip(nob["budget_lo"], nob["budget_hi"])) + ".")))
+                    body.raw('<ul class="statements">' + "".join(
+                        f'<li data-dataset="{_esc(ds)}" data-axis="{axis}">{_esc(s)}</li>' for s in rec["statement"])
+                             + "</ul>")
+                    d = rec.copy()
+                    d["budget"] = [f"{fmt_cost(lo, axis)} – {fmt_cost(hi, axis)}" for lo, hi in
+                                   zip(d["budget_lo"], d["budget_hi"])]
+                    d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(d["recommended_acc_lo"], d["recommended_acc_hi"])]
+                    d["diff"] = ["" if b else f"{100 * m:+.2f} {fmt_ci(lo, hi, signed=True)}" for b, m, lo, hi in
+                                 zip(d["no_method_beats_baseline"], d["diff_mean"], d["diff_lo"], d["diff_hi"])]
+                    body.table(d, {"budget": "budget", "recommended": "use", "recommended_n_of": "seeds",
+                                   "recommended_acc": "accuracy", "acc_ci": "95% CI", "diff": "vs its baseline",
+                                   "no_method_beats_baseline": "no method beats the baseline",
+                                   "highest_mean": "highest mean within budget"},
+                               formats={"recommended_acc": "pct"})
+                    rows += rec.to_dict("records")
+                inner = "\n".join(body.parts)
+                p.raw(f"<h3>{_esc(AXES[axis][1])}</h3>{inner}" if i == 0 else
+                      f"<details><summary>{_esc(AXES[axis][1])}</summary>{inner}</details>")
+        p.json_block("recommendations", _records(rows))
+        return p
+
+    def runs_page(self) -> Page:
+        p = Page("runs.html", "Every run")
+        p.p("One row per run the config expects or the results folder holds. Status: ok (run.json written), "
+            "missing (no folder), failed (a log but no run.json), incomplete (resume state of an interrupted job). "
+            "Only ok runs enter the aggregates.", cls="note")
+        r = self.runs.copy()
+        r["full_time"] = r.get("cost_time_full_s")
+        p.table(r, {"dataset": "dataset", "model": "model", "method": "method", "variant": "variant", "seed": "seed",
+                    "status": "status", "test_acc": "accuracy", "best_test_acc": "best", "test_nll": "NLL",
+                    "test_ece": "ECE", "steps": "steps", "examples_seen": "examples", "train_time_s": "own time (s)",
+                    "reused_time_s": "reused time (s)", "train_flops": "own FLOPs", "reused_flops": "reused FLOPs",
+                    "reused_n": "reused lines", "diff_vs_baseline": "vs baseline", "error": "error"},
+                row_class="status", formats={"test_acc": "pct", "best_test_acc": "pct", "diff_vs_baseline": "pct",
+                                             "train_flops": "g", "reused_flops": "g", "train_time_s": "g",
+                                             "reused_time_s": "g", "test_nll": "g", "test_ece": "g"})
+        return p
+
+    def method(self, method: str) -> Page:
+        p = Page(method_page(method), f"Method: {method}")
+        card = Path(__file__).resolve().parents[1] / "methods" / method / "README.md"
+        if card.exists():
+            first = [ln for ln in card.read_text().split("\n\n") if ln.strip() and not ln.startswith("#")]
+            if first:
+                p.p(first[0].replace("\n", " ").replace("**", "").replace("`", ""), cls="note")
+        p.p(self.stats_note(), cls="note")
+        for ds in self.datasets:
+            mine = self.method_aggs(ds, method)
+            if mine.empty or not (mine["method"] == method).any():
+                continue
+            own = mine[mine["method"] == method]
+            p.h(ds)
+            p.raw(self.agg_table(mine))
+            miss = self.runs[(self.runs["dataset"] == ds) & (self.runs["method"] == method)]
+            if (miss["status"] != "ok").any():
+                p.h("Runs that did not finish", 3)
+                p.raw(self.missing_table(miss))
+            p.h("Accuracy", 3)
+            p.chart(C.accuracy_chart(mine), f"accuracy-{ds}-{method}",
+                    "Mean test accuracy over seeds with 95% bootstrap intervals; colour: the paired comparison "
+                    "with the same model's baseline.")
+            p.h("Learning curves", 3)
+            cs = self.curve_stats
+            cs = cs[(cs["dataset"] == ds) & cs["label"].isin(set(mine["label"]))] if not cs.empty else cs
+            p.chart(C.curves_chart(cs), f"curves-{ds}-{method}",
+                    "Test accuracy after each epoch against optimisation steps; line: mean over seeds, band: 95% "
+                    "bootstrap interval; dashed: the baseline of the same model.")
+            if method != BASELINE:
+                for t in [BASELINE] + [target_name(x) for x in self.opts.targets]:
+                    what = "the baseline's mean final accuracy" if t == BASELINE else f"accuracy {t}"
+                    p.h(f"Time to {what}", 3)
+                    p.chart(C.tta_chart(own, t), f"tta-{ds}-{method}-{t}",
+                            "Speed-up = the baseline's cost to first reach the target / the method's, over the seeds "
+                            "where both reach it (paired bootstrap interval); first epoch at or above the target, no "
+                            "interpolation. Runs that never reach it show as 0 (grey).")
+            sweeps = self.sweeps(own)
+            for key, group in sweeps:
+                p.h(f"Sweep: accuracy against {key.removeprefix('cfg_')}", 3)
+                p.chart(C.sweep_chart(own, key, group), f"sweep-{ds}-{method}-{key}",
+                        "Each point: one variant (mean over seeds, 95% CI); lines join variants whose other settings "
+                        "agree.")
+            p.h("Per-class test accuracy", 3)
+            pc = self.class_stats
+            pc = pc[(pc["dataset"] == ds) & pc["label"].isin(set(mine["label"]))] if not pc.empty else pc
+            p.chart(C.per_class_chart(pc), f"per-class-{ds}-{method}",
+                    "Colour: mean per-class accuracy minus the same model's baseline (red lower, blue higher); hover "
+                    "for the accuracy and its interval.")
+            study = self.col.studies.get(ds, {}).get(method)
+            if study is not None:
+                p.h(f"Study table (results/{ds}/studies/{method}.csv)", 3)
+                p.table(study)
+            if "cfg_score" in own and own["cfg_score"].notna().any() and ds in self.col.scores:
+                p.p("Scores used by these variants: " + links([(scores_page(ds), f"score distributions and rank "
+                                                                                 f"agreement on {ds}")]), raw=True)
+        return p
+
+    def sweeps(self, own: pd.DataFrame) -> list[tuple[str, list[str]]]:
+        """Numeric settings that vary across a method's variants, each with the other varying settings
+        that split its lines; kept when some line has at least two values of the setting."""
+        own = own[own["n"] > 0]
+        cfg = [c for c in own.columns if c.startswith("cfg_") and own[c].notna().any()]
+        varying = [c for c in cfg if own[c].astype(str).nunique() > 1]
+        out = []
+        for key in varying:
+            x = pd.to_numeric(own[key], errors="coerce")
+            if x.isna().any() or x.nunique() < 2:
+                continue
+            group = [c for c in varying if c != key]
+            lines = own.assign(_x=x).groupby([own[c].astype(str) for c in group] or (lambda _: 0))["_x"].nunique()
+            if (lines >= 2).any():
+                out.append((key, group))
+        return out
+
+    def scores(self, ds: str) -> Page:
+        from reuse.scores import ScoreTable
+
+        p = Page(scores_page(ds), f"Scores on {ds}: distributions and rank agreement")
+        table = ScoreTable.open(self.col.scores[ds])
+        m = table.meta
+        p.p(f"results/{ds}/scores.parquet: {m['n']} training examples, scores {', '.join(m['scores'])} at epochs "
+            f"{m['epochs']}, each the mean over {len(m['runs'])} past runs ({', '.join(m['runs'])}); scoring cost "
+            f"{m['cost']['time_s']:.3g} s, {m['cost']['flops']:.3g} FLOPs (charged to every run that uses the table, "
+            "with the past runs).", cls="note")
+        p.h("Score distributions")
+        p.chart(C.score_hist_chart(table.df), f"score-hist-{ds}",
+                "Histogram of each score over the training examples (30 bins), per scored checkpoint epoch.")
+        agree = self.col.studies.get(ds, {}).get("score_agreement")
+        if agree is not None:
+            p.h("Rank agreement")
+            p.chart(C.agreement_runs_chart(agree), f"agreement-runs-{ds}",
+                    "Mean Spearman correlation of the per-example scores between pairs of past runs.")
+            p.chart(C.agreement_chart(agree), f"agreement-k-{ds}",
+                    "Spearman correlation of the mean over k past runs with the mean over the others: where it "
+                    "flattens, more past runs stop changing the ranking.")
+            p.table(agree)
+        users = [m for m in self.methods if "cfg_score" in self.runs
+                 and self.runs[(self.runs["method"] == m) & (self.runs["dataset"] == ds)]["cfg_score"].notna().any()]
+        if users:
+            p.p("Methods that use these scores: " + links([(method_page(u), u) for u in users]), raw=True)
+        return p
+
+    # ------------------------------------------------------------------ figures
+    def figures(self) -> list[Path]:
+        folder = self.out / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        charts = []
+        for ds in self.datasets:
+            a = self.aggs[self.aggs["dataset"] == ds]
+            for axis in AXES:
+                charts.append((figure_name("frontier", ds, axis),
+                               C.frontier_chart(a, axis, title=f"{ds}: accuracy vs {AXES[axis][1]}")))
+            for m in self.methods:
+                mine = self.method_aggs(ds, m)
+                if not (mine["method"] == m).any():
+                    continue
+                charts.append((figure_name("accuracy", ds, m), C.accuracy_chart(mine, title=f"{ds}: {m}")))
+                cs = self.curve_stats
+                cs = cs[(cs["dataset"] == ds) & cs["label"].isin(set(mine["label"]))] if not cs.empty else cs
+                charts.append((figure_name("curves", ds, m), C.curves_chart(cs, title=f"{ds}: {m}, learning curves")))
+        written = []
+        for name, chart in charts:
+            for ext in self.opts.figures:
+                path = folder / f"{name}.{ext}"
+                with atomic_path(path, suffix=f".{ext}") as tmp:
+                    _export(chart, tmp, ext)
+                written.append(path)
+        return written
+
+
+def _export(chart, path: Path, ext: str) -> None:
+    """A chart as PNG (2x) or SVG, rendered by vl-convert (no browser, no network)."""
+    import vl_convert as vlc
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    spec = chart.to_dict(validate=False)
+    v = vl_version_for_vl_convert()
+    if ext == "png":
+        path.write_bytes(vlc.vegalite_to_png(spec, vl_version=v, scale=2))
+    elif ext == "svg":
+        path.write_text(vlc.vegalite_to_svg(spec, vl_version=v))
+    else:
+        raise ValueError(f"report.figures: unknown format {ext!r} (png, svg)")
+
+
+def _esc(s: Any) -> str:
+    import html
+
+    return html.escape(str(s))
+
+
+def _records(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        out.append({k: (None if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) else v) for k, v in r.items()})
+    return out

@@ -1,0 +1,367 @@
+"""Altair charts of the report. Every chart takes tidy tables and knows no method by name; every
+accuracy it draws carries its bootstrap interval (error bars or bands) and its number of seeds."""
+
+from __future__ import annotations
+
+import math
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from reuse.report.collect import AXES
+from reuse.report.tables import BASELINE
+
+WIDTH = 620
+ROLE_SHAPES = {"baseline": "square", "selected": "diamond", "frontier": "circle", "dominated": "triangle-up"}
+VERDICT_COLORS = {"baseline": "#555555", "better": "#1a9850", "worse": "#d73027", "no detectable difference": "#4575b4",
+                  "n=1, no interval": "#fdae61", "no paired baseline": "#999999"}
+TTA_WHATS = {"steps": "optimisation steps", "flops": "training FLOPs", "time_s": "wall-clock (s)",
+             "flops_full": "FLOPs incl. reused", "time_s_full": "wall-clock incl. reused (s)"}
+
+
+def _clean(df: pd.DataFrame) -> pd.DataFrame:
+    """Infinite values are not JSON; NaN becomes null in the chart data."""
+    return df.replace([np.inf, -np.inf], np.nan)
+
+
+def _pct(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
+
+
+def _ci_text(lo, hi, n) -> str:
+    if n is not None and n < 2:
+        return "n=1, no interval" if n == 1 else "no runs"
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "no interval"
+    return f"[{100 * lo:.2f}, {100 * hi:.2f}]%"
+
+
+# ----------------------------------------------------------------------------- frontier
+def frontier_data(aggs: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per (finished aggregate, cost axis)."""
+    rows = []
+    for r in aggs[aggs["n"] > 0].to_dict("records"):
+        for axis, (col, label) in AXES.items():
+            if col not in r or r[col] is None or (isinstance(r[col], float) and math.isnan(r[col])):
+                continue
+            rows.append({"axis": axis, "axis_label": label, "cost": r[col], "cost_lo": r.get(f"{col}_lo"),
+                         "cost_hi": r.get(f"{col}_hi"), "acc": r["test_acc"], "acc_lo": r.get("test_acc_lo"),
+                         "acc_hi": r.get("test_acc_hi"), "label": r["label"], "method": r["method"],
+                         "model": r["model"], "variant": r["variant"], "role": r.get(f"role_{axis}", ""),
+                         "on_frontier": bool(r.get(f"frontier_{axis}", False)), "n_of": r["n_of"],
+                         "acc_text": _pct(r["test_acc"]), "ci_text": _ci_text(r.get("test_acc_lo"),
+                                                                                r.get("test_acc_hi"), r["n"]),
+                         "verdict": r.get("verdict", ""),
+                         "diff_text": "" if r["method"] == BASELINE or r.get("n_pairs", 0) == 0 else
+                         f"{100 * r['diff_mean']:+.2f} points, CI {_ci_text(r.get('diff_lo'), r.get('diff_hi'), r.get('n_pairs'))}"
+                         .replace("%", "")})
+    return _clean(pd.DataFrame(rows))
+
+
+def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: str = "time_full",
+                   title: str = "") -> alt.Chart:
+    """Accuracy against cost, every finished aggregate with its 95% intervals (accuracy and cost),
+    the Pareto frontier as a step line, shapes by role. ``axis=None``: a menu picks the cost axis."""
+    data = frontier_data(aggs)
+    if data.empty:
+        return _empty("no finished runs to place on the frontier")
+    base = alt.Chart(data)
+    if axis is None:
+        pick = alt.param(name="cost_axis", value=default_axis,
+                         bind=alt.binding_select(options=list(AXES), labels=[v[1] for v in AXES.values()],
+                                                 name="cost axis: "))
+        base = base.add_params(pick).transform_filter(alt.datum.axis == pick)
+        xtitle = "cost (log scale; the menu below picks the axis)"
+    else:
+        base = base.transform_filter(alt.datum.axis == axis)
+        xtitle = f"{AXES[axis][1]} (log scale)"
+    legend_sel = alt.selection_point(fields=["method"], bind="legend")
+    x = alt.X("cost:Q", scale=alt.Scale(type="log", zero=False, nice=True), title=xtitle)
+    y = alt.Y("acc:Q", scale=alt.Scale(zero=False), title="test accuracy (mean over seeds, 95% CI)",
+              axis=alt.Axis(format=".1%"))
+    tooltip = [alt.Tooltip("label:N", title="run"), alt.Tooltip("n_of:N", title="seeds"),
+               alt.Tooltip("acc_text:N", title="accuracy"), alt.Tooltip("ci_text:N", title="95% CI"),
+               alt.Tooltip("cost:Q", title="cost", format=".3s"), alt.Tooltip("axis_label:N", title="axis"),
+               alt.Tooltip("role:N"), alt.Tooltip("verdict:N", title="vs its baseline"),
+               alt.Tooltip("diff_text:N", title="difference")]
+    opacity = alt.condition(legend_sel, alt.value(1.0), alt.value(0.15))
+    yerr = base.mark_rule(strokeWidth=1.5).encode(x=x, y=alt.Y("acc_lo:Q"), y2="acc_hi:Q",
+                                                   color=alt.Color("method:N"), opacity=opacity)
+    xerr = base.mark_rule(strokeWidth=1.5).encode(x=alt.X("cost_lo:Q"), x2="cost_hi:Q", y=y,
+                                                   color=alt.Color("method:N"), opacity=opacity)
+    front = base.transform_filter(alt.datum.on_frontier).mark_line(interpolate="step-after", color="#333",
+                                                                     strokeDash=[4, 3]).encode(
+        x=alt.X("cost:Q"), y=alt.Y("acc:Q"), order="cost:Q")
+    points = base.mark_point(filled=True, size=110, stroke="black", strokeWidth=0.6).encode(
+        x=x, y=y, color=alt.Color("method:N", title="method (click to highlight)"),
+        shape=alt.Shape("role:N", title="role", scale=alt.Scale(domain=list(ROLE_SHAPES),
+                                                                range=list(ROLE_SHAPES.values()))),
+        opacity=opacity, tooltip=tooltip).add_params(legend_sel)
+    labels = base.transform_filter("datum.on_frontier || datum.role == 'baseline' || datum.role == 'selected'") \
+        .mark_text(align="left", dx=8, dy=-6, fontSize=10).encode(x=alt.X("cost:Q"), y=alt.Y("acc:Q"), text="label:N")
+    return alt.layer(front, yerr, xerr, points, labels).properties(width=WIDTH, height=380, title=title)
+
+
+# ----------------------------------------------------------------------------- per-method charts
+def accuracy_chart(aggs: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Mean test accuracy of each variant and of its baselines, with 95% intervals, coloured by what
+    the paired comparison says."""
+    d = aggs[aggs["n"] > 0].copy()
+    if d.empty:
+        return _empty("no finished runs")
+    d["acc_text"] = d["test_acc"].map(_pct)
+    d["ci_text"] = [_ci_text(a, b, n) for a, b, n in zip(d["test_acc_lo"], d["test_acc_hi"], d["n"])]
+    d["diff_text"] = [("" if m == BASELINE or n == 0 else
+                       f"{100 * dm:+.2f} points, CI {_ci_text(a, b, n)}".replace("%", ""))
+                      for m, dm, a, b, n in zip(d["method"], d["diff_mean"], d["diff_lo"], d["diff_hi"], d["n_pairs"])]
+    d = _clean(d[["label", "model", "method", "test_acc", "test_acc_lo", "test_acc_hi", "verdict", "n_of", "acc_text",
+                  "ci_text", "diff_text"]])
+    order = list(d.sort_values(["model", "method", "test_acc"], ascending=[True, True, False])["label"])
+    base = alt.Chart(d)
+    y = alt.Y("label:N", sort=order, title=None)
+    color = alt.Color("verdict:N", title="vs its baseline (paired, 95% CI)",
+                      scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values())))
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("test_acc_lo:Q"), x2="test_acc_hi:Q", y=y, color=color)
+    pts = base.mark_point(filled=True, size=80).encode(
+        x=alt.X("test_acc:Q", scale=alt.Scale(zero=False), title="test accuracy (mean, 95% CI)",
+                axis=alt.Axis(format=".1%")), y=y, color=color,
+        tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("n_of:N", title="seeds"),
+                 alt.Tooltip("acc_text:N", title="accuracy"), alt.Tooltip("ci_text:N", title="95% CI"),
+                 alt.Tooltip("verdict:N", title="vs its baseline"), alt.Tooltip("diff_text:N", title="difference")])
+    n_text = base.mark_text(align="left", dx=8, fontSize=10, color="#555").encode(
+        x=alt.X("test_acc_hi:Q"), y=y, text="n_of:N")
+    return alt.layer(bars, pts, n_text).properties(width=WIDTH - 120, height=max(60, 22 * len(d)), title=title)
+
+
+def curve_stats(curves: pd.DataFrame, aggs: pd.DataFrame, boot) -> pd.DataFrame:
+    """Mean test accuracy per step of each aggregate over its seeds, with a bootstrap band."""
+    from reuse import metrics as M
+
+    rows = []
+    if curves.empty:
+        return pd.DataFrame()
+    labels = dict(zip(zip(aggs["dataset"], aggs["model"], aggs["method"], aggs["variant"]), aggs["label"]))
+    for key, g in curves.groupby(["dataset", "model", "method", "variant"]):
+        wide = g.pivot_table(index="seed", columns="step", values="test_acc")
+        x = wide.to_numpy(dtype=np.float64)
+        lo, hi = M.bootstrap_ci(x, boot) if x.shape[0] > 1 else (np.full(x.shape[1], np.nan),) * 2
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(x, axis=0)
+        epochs = g.groupby("step")["epoch"].first()
+        for j, step in enumerate(wide.columns):
+            rows.append({"dataset": key[0], "model": key[1], "method": key[2], "variant": key[3],
+                         "label": labels.get(key, f"{key[2]}/{key[3]} ({key[1]})"), "step": int(step),
+                         "epoch": int(epochs.get(step, 0)), "acc": mean[j], "lo": lo[j], "hi": hi[j],
+                         "n": int((~np.isnan(x[:, j])).sum())})
+    return _clean(pd.DataFrame(rows))
+
+
+def curves_chart(stats: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Test accuracy against optimisation steps (mean line, 95% band over seeds); baselines dashed;
+    one panel per model."""
+    if stats.empty:
+        return _empty("no per-epoch metrics")
+    d = stats.copy()
+    d["kind"] = np.where(d["method"] == BASELINE, "baseline", "method")
+    sel = alt.selection_point(fields=["label"], bind="legend")
+    base = alt.Chart().encode(x=alt.X("step:Q", title="optimisation steps"),
+                              color=alt.Color("label:N", title="run (click to highlight)"))
+    band = base.mark_area(opacity=0.18).encode(y=alt.Y("lo:Q"), y2="hi:Q",
+                                               opacity=alt.condition(sel, alt.value(0.18), alt.value(0.03)))
+    line = base.mark_line(strokeWidth=1.8).encode(
+        y=alt.Y("acc:Q", title="test accuracy (mean, 95% band)", scale=alt.Scale(zero=False),
+                axis=alt.Axis(format=".1%")),
+        strokeDash=alt.StrokeDash("kind:N", scale=alt.Scale(domain=["method", "baseline"], range=[[1, 0], [5, 3]]),
+                                  title=None),
+        opacity=alt.condition(sel, alt.value(1.0), alt.value(0.12)),
+        tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("epoch:Q"), alt.Tooltip("step:Q"),
+                 alt.Tooltip("acc:Q", title="accuracy", format=".2%"), alt.Tooltip("lo:Q", title="CI low", format=".2%"),
+                 alt.Tooltip("hi:Q", title="CI high", format=".2%"), alt.Tooltip("n:Q", title="seeds")]
+    ).add_params(sel)
+    return alt.layer(band, line, data=d).properties(width=WIDTH // max(1, min(2, d["model"].nunique())) - 40,
+                                                    height=300).facet(column=alt.Column("model:N", title=None)) \
+        .properties(title=title)
+
+
+def tta_data(aggs: pd.DataFrame, target: str) -> pd.DataFrame:
+    rows = []
+    for r in aggs[(aggs["n"] > 0) & (aggs["method"] != BASELINE)].to_dict("records"):
+        for what in TTA_WHATS:
+            c = f"speedup_{target}_{what}"
+            if c not in r:
+                continue
+            rows.append({"label": r["label"], "what": what, "what_label": TTA_WHATS[what], "speedup": r[c],
+                         "lo": r.get(f"{c}_lo"), "hi": r.get(f"{c}_hi"), "pairs": r.get(f"{c}_n"),
+                         "reached": f"{r.get(f'tta_{target}_reached', 0)} of {r['n']}",
+                         "target": r.get(f"tta_{target}_target"),
+                         "cost": r.get(f"tta_{target}_{what}"), "model": r["model"]})
+    d = _clean(pd.DataFrame(rows))
+    if not d.empty:
+        d["status"] = np.where(d["speedup"].isna(), "target not reached", "reached")
+    return d
+
+
+def tta_chart(aggs: pd.DataFrame, target: str = "baseline", title: str = "") -> alt.Chart:
+    """Speed-up to the target accuracy: the baseline's cost to reach it over the method's (same seeds),
+    with a paired bootstrap interval; the measure (steps, FLOPs, wall-clock, marginal or full) is
+    picked from a menu. Methods that never reach the target are listed at 0."""
+    d = tta_data(aggs, target)
+    if d.empty:
+        return _empty("no method runs to compare with a baseline")
+    d["x"] = d["speedup"].fillna(0.0)
+    pick = alt.param(name=f"tta_measure_{target.replace('.', '_')}", value="steps",
+                     bind=alt.binding_select(options=list(TTA_WHATS), labels=list(TTA_WHATS.values()),
+                                             name="measure: "))
+    base = alt.Chart(d).add_params(pick).transform_filter(alt.datum.what == pick)
+    y = alt.Y("label:N", title=None, sort="-x")
+    err = base.mark_rule(strokeWidth=2).encode(x=alt.X("lo:Q"), x2="hi:Q", y=y)
+    pts = base.mark_point(filled=True, size=80).encode(
+        x=alt.X("x:Q", title="speed-up to the target (baseline cost / method cost; 1 = same)"), y=y,
+        color=alt.Color("status:N", scale=alt.Scale(domain=["reached", "target not reached"],
+                                                    range=["#2166ac", "#bbbbbb"])),
+        tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("what_label:N", title="measure"),
+                 alt.Tooltip("speedup:Q", format=".2f"), alt.Tooltip("lo:Q", title="CI low", format=".2f"),
+                 alt.Tooltip("hi:Q", title="CI high", format=".2f"), alt.Tooltip("pairs:Q", title="paired seeds"),
+                 alt.Tooltip("reached:N", title="runs reaching it"), alt.Tooltip("target:Q", format=".2%"),
+                 alt.Tooltip("cost:Q", title="mean cost to reach it", format=".3s")])
+    one = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(color="#333", strokeDash=[4, 3]).encode(x="x:Q")
+    n = d["label"].nunique()
+    return alt.layer(one, err, pts).properties(width=WIDTH - 120, height=max(60, 22 * n), title=title)
+
+
+def sweep_chart(aggs: pd.DataFrame, key: str, group: list[str], title: str = "") -> alt.Chart:
+    """Accuracy against one numeric setting of the variants (e.g. keep fraction, temperature), one
+    line per combination of the other settings that vary, with 95% intervals and the baseline."""
+    d = aggs[(aggs["n"] > 0)].copy()
+    d["x"] = pd.to_numeric(d[key], errors="coerce")
+    d = d[d["x"].notna()]
+    d["group"] = [" ".join(f"{g.removeprefix('cfg_')}={v}" for g, v in zip(group, vals)) or "all"
+                  for vals in d[group].astype(str).itertuples(index=False)] if group else "all"
+    d["ci_text"] = [_ci_text(a, b, n) for a, b, n in zip(d["test_acc_lo"], d["test_acc_hi"], d["n"])]
+    d = _clean(d[["x", "group", "label", "model", "test_acc", "test_acc_lo", "test_acc_hi", "n_of", "ci_text",
+                  "verdict"]])
+    base = alt.Chart(d)
+    x = alt.X("x:Q", title=key.removeprefix("cfg_"), scale=alt.Scale(zero=False))
+    color = alt.Color("group:N", title="other settings")
+    line = base.mark_line(point=True).encode(
+        x=x, y=alt.Y("test_acc:Q", title="test accuracy (mean, 95% CI)", scale=alt.Scale(zero=False),
+                     axis=alt.Axis(format=".1%")), color=color,
+        tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("n_of:N", title="seeds"),
+                 alt.Tooltip("test_acc:Q", title="accuracy", format=".2%"), alt.Tooltip("ci_text:N", title="95% CI"),
+                 alt.Tooltip("verdict:N", title="vs its baseline")])
+    err = base.mark_rule().encode(x=x, y="test_acc_lo:Q", y2="test_acc_hi:Q", color=color)
+    return alt.layer(err, line).properties(width=WIDTH - 100, height=280, title=title)
+
+
+def baseline_rules(aggs: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    return aggs[(aggs["method"] == BASELINE) & aggs["model"].isin(models) & (aggs["n"] > 0)]
+
+
+def per_class_stats(per_class: pd.DataFrame, aggs: pd.DataFrame, boot) -> pd.DataFrame:
+    """Mean per-class test accuracy of each aggregate over seeds (bootstrap interval), and its
+    difference from the same model's baseline."""
+    from reuse import metrics as M
+
+    if per_class.empty:
+        return pd.DataFrame()
+    labels = dict(zip(zip(aggs["dataset"], aggs["model"], aggs["method"], aggs["variant"]), aggs["label"]))
+    rows = []
+    base_mean = {}
+    for key, g in per_class.groupby(["dataset", "model", "method", "variant"]):
+        wide = g.pivot_table(index="seed", columns="cls", values="acc")
+        x = wide.to_numpy(dtype=np.float64)
+        lo, hi = M.bootstrap_ci(x, boot) if x.shape[0] > 1 else (np.full(x.shape[1], np.nan),) * 2
+        mean = np.nanmean(x, axis=0)
+        for j, c in enumerate(wide.columns):
+            rows.append({"dataset": key[0], "model": key[1], "method": key[2], "variant": key[3],
+                         "label": labels.get(key, str(key)), "cls": int(c), "acc": mean[j], "lo": lo[j], "hi": hi[j],
+                         "n": x.shape[0]})
+            if key[2] == BASELINE:
+                base_mean[(key[0], key[1], int(c))] = mean[j]
+    d = pd.DataFrame(rows)
+    d["diff"] = [a - base_mean.get((ds, m, c), np.nan) for ds, m, c, a in zip(d["dataset"], d["model"], d["cls"],
+                                                                                d["acc"])]
+    return _clean(d)
+
+
+def per_class_chart(stats: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Per-class test accuracy (heat map of the difference from the baseline; the baselines' rows show
+    their accuracy difference 0), values and intervals on hover."""
+    if stats.empty:
+        return _empty("no test predictions")
+    d = stats.copy()
+    d["ci_text"] = [_ci_text(a, b, n) for a, b, n in zip(d["lo"], d["hi"], d["n"])]
+    lim = float(np.nanmax(np.abs(d["diff"]))) if d["diff"].notna().any() else 0.1
+    lim = max(lim, 0.01)
+    return alt.Chart(d).mark_rect().encode(
+        x=alt.X("cls:O", title="class"), y=alt.Y("label:N", title=None),
+        color=alt.Color("diff:Q", title="accuracy − baseline", scale=alt.Scale(scheme="redblue", domain=[-lim, lim])),
+        tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("cls:O", title="class"),
+                 alt.Tooltip("acc:Q", title="accuracy", format=".2%"), alt.Tooltip("ci_text:N", title="95% CI"),
+                 alt.Tooltip("diff:Q", title="vs baseline", format="+.2%"), alt.Tooltip("n:Q", title="seeds")]
+    ).properties(width=WIDTH - 150, height=max(60, 20 * d["label"].nunique()), title=title)
+
+
+# ----------------------------------------------------------------------------- scores
+def score_hist_data(df: pd.DataFrame, bins: int = 30) -> pd.DataFrame:
+    rows = []
+    for (score, epoch), g in df.groupby(["score", "epoch"], observed=True):
+        v = g["value"].to_numpy(dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        counts, edges = np.histogram(v, bins=bins)
+        for c, a, b in zip(counts, edges[:-1], edges[1:]):
+            rows.append({"score": str(score), "epoch": int(epoch), "start": a, "end": b, "count": int(c)})
+    return pd.DataFrame(rows)
+
+
+def score_hist_chart(df: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Distribution of each score (mean over the past runs) at each scored epoch."""
+    d = score_hist_data(df)
+    if d.empty:
+        return _empty("empty score table")
+    return alt.Chart(d).mark_bar().encode(
+        x=alt.X("start:Q", title="score (mean over past runs)", bin="binned"), x2="end:Q",
+        y=alt.Y("count:Q", title="examples"), color=alt.Color("epoch:O", title="epoch"),
+        tooltip=["score:N", "epoch:O", alt.Tooltip("start:Q", format=".3g"), alt.Tooltip("end:Q", format=".3g"),
+                 "count:Q"]
+    ).properties(width=160, height=110).facet(row=alt.Row("score:N", title=None),
+                                              column=alt.Column("epoch:O", title="epoch")) \
+        .resolve_scale(x="independent", y="independent").properties(title=title)
+
+
+def agreement_chart(agree: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Spearman rank correlation of each score: with more past runs averaged (k runs against the
+    others), per scored epoch."""
+    d = agree[agree["kind"] == "n_runs"].copy() if "kind" in agree else pd.DataFrame()
+    if d.empty:
+        return _empty("no rank-agreement study")
+    d = _clean(d)
+    return alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("k:Q", title="past runs averaged (k)"),
+        y=alt.Y("spearman:Q", title="Spearman ρ, k runs vs the others", scale=alt.Scale(zero=False)),
+        color=alt.Color("score:N"), strokeDash=alt.StrokeDash("epoch:O", title="epoch"),
+        tooltip=["score:N", "epoch:O", "k:Q", alt.Tooltip("spearman:Q", format=".3f"),
+                 alt.Tooltip("spearman_std:Q", title="std over subsets", format=".3f"), alt.Tooltip("n:Q", title="subsets")]
+    ).properties(width=WIDTH - 100, height=260, title=title)
+
+
+def agreement_runs_chart(agree: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Mean Spearman correlation between pairs of past runs, per score and epoch."""
+    d = agree[agree["kind"] == "runs"].copy() if "kind" in agree else pd.DataFrame()
+    if d.empty:
+        return _empty("no rank-agreement study")
+    d = _clean(d)
+    return alt.Chart(d).mark_rect().encode(
+        x=alt.X("epoch:O"), y=alt.Y("score:N", title=None),
+        color=alt.Color("spearman:Q", title="Spearman ρ", scale=alt.Scale(scheme="viridis")),
+        tooltip=["score:N", "epoch:O", alt.Tooltip("spearman:Q", format=".3f"),
+                 alt.Tooltip("spearman_std:Q", title="std over pairs", format=".3f"), alt.Tooltip("n:Q", title="pairs")]
+    ).properties(width=240, height=24 * max(1, d["score"].nunique()), title=title)
+
+
+def _empty(message: str) -> alt.Chart:
+    return alt.Chart(pd.DataFrame({"text": [message]})).mark_text(fontSize=14, color="#777").encode(
+        text="text:N").properties(width=WIDTH // 2, height=60)

@@ -1,0 +1,291 @@
+"""From collected runs to the benchmark's verdict: per-run derived columns, per-method aggregates
+over seeds with bootstrap intervals, paired comparisons with the baseline, time-to-accuracy and
+speed-ups, the Pareto frontier on each cost axis and the budget recommendations.
+
+"The baseline" of a run is the baseline run of the same dataset and model (for KD, the student's
+model) with the same seed; aggregates are over the runs that finished, and say how many of how many.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from reuse import metrics as M
+from reuse.report.collect import AXES, GROUP, KEY, Collected
+
+BASELINE = "baseline"
+# Metrics aggregated over seeds with mean, std and a bootstrap interval.
+STAT_COLS = ["test_acc", "best_test_acc", "test_nll", "test_ece", "cost_time_full_s", "cost_time_marginal_s",
+             "cost_flops_full", "cost_flops_marginal", "steps", "examples_seen", "train_time_s", "train_flops",
+             "eval_time_s", "reused_time_s", "reused_flops"]
+
+
+def label_of(row: Any) -> str:
+    """A short name of an aggregate: ``kd/ensemble (mlp)``, ``baseline (cnn1d)``."""
+    g = row if isinstance(row, dict) else row._asdict() if hasattr(row, "_asdict") else dict(row)
+    v = g.get("variant") or ""
+    return f"{g['method']}{'/' + v if v else ''} ({g['model']})"
+
+
+def target_name(t: float | str) -> str:
+    return t if isinstance(t, str) else f"{t:g}"
+
+
+# ----------------------------------------------------------------------------- per run
+def add_run_columns(col: Collected, targets: Iterable[float] = ()) -> pd.DataFrame:
+    """The run table with each run's baseline accuracy (same dataset, model, seed), its difference
+    from it, and time-to-accuracy for the baseline's mean final accuracy and each fixed target."""
+    runs = col.runs.copy()
+    ok = runs["status"] == "ok"
+    base = runs[ok & (runs["method"] == BASELINE)].set_index(["dataset", "model", "seed"])["test_acc"]
+    idx = list(zip(runs["dataset"], runs["model"], runs["seed"]))
+    runs["baseline_test_acc"] = [base.get(i, np.nan) if ok_ else np.nan for i, ok_ in zip(idx, ok)]
+    runs["diff_vs_baseline"] = pd.to_numeric(runs.get("test_acc"), errors="coerce") - runs["baseline_test_acc"]
+    base_mean = runs[ok & (runs["method"] == BASELINE)].groupby(["dataset", "model"])["test_acc"].mean()
+    curves = {k: g.sort_values("epoch").to_dict("records") for k, g in col.curves.groupby(KEY)} \
+        if not col.curves.empty else {}
+    tnames = [BASELINE] + [target_name(t) for t in targets]
+    new: dict[str, list] = {}
+    for r in runs.itertuples(index=False):
+        key = tuple(getattr(r, k) for k in KEY)
+        curve = curves.get(key, [])
+        tvals = [base_mean.get((r.dataset, r.model), np.nan)] + list(targets)
+        for name, t in zip(tnames, tvals):
+            hit = M.time_to_accuracy(curve, t) if curve and not math.isnan(t) else None
+            reused_t = getattr(r, "reused_time_s", 0.0) or 0.0
+            reused_f = getattr(r, "reused_flops", 0.0) or 0.0
+            vals = {"target": t, "steps": np.nan, "flops": np.nan, "time_s": np.nan, "flops_full": np.nan,
+                    "time_s_full": np.nan}
+            if hit:
+                vals.update(steps=hit["steps"], flops=hit["flops"], time_s=hit["time_s"],
+                            flops_full=hit["flops"] + _nz(reused_f), time_s_full=hit["time_s"] + _nz(reused_t))
+            for what, v in vals.items():
+                new.setdefault(f"tta_{name}_{what}", []).append(v)
+    for c, v in new.items():
+        runs[c] = v
+    return runs
+
+
+def _nz(v) -> float:
+    return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+# ----------------------------------------------------------------------------- aggregates
+def aggregate(runs: pd.DataFrame, boot: M.Bootstrap, targets: Iterable[float] = ()) -> pd.DataFrame:
+    """One row per (dataset, model, method, variant): counts, seed statistics, the paired comparison
+    with the baseline, time-to-accuracy and speed-ups."""
+    tnames = [BASELINE] + [target_name(t) for t in targets]
+    stat_cols = [c for c in STAT_COLS if c in runs.columns]
+    cfg_cols = [c for c in runs.columns if c.startswith("cfg_")]
+    ok_all = runs[runs["status"] == "ok"]
+    base_by = {k: g.set_index("seed") for k, g in ok_all[ok_all["method"] == BASELINE].groupby(["dataset", "model"])}
+    rows = []
+    for key, g in runs.groupby(GROUP, sort=True, dropna=False):
+        ok = g[g["status"] == "ok"]
+        row: dict[str, Any] = dict(zip(GROUP, key))
+        row["label"] = label_of(row)
+        row["n"], row["n_expected"] = len(ok), len(g)
+        row["status"] = "complete" if len(ok) == len(g) else ("missing" if ok.empty else "partial")
+        row["seeds"] = ",".join(map(str, sorted(ok["seed"])))
+        row["missing_seeds"] = ",".join(f"{s} ({st})" for s, st in sorted(zip(g.loc[g["status"] != "ok", "seed"],
+                                                                              g.loc[g["status"] != "ok", "status"])))
+        row["n_of"] = f"n={len(ok)}" + ("" if len(ok) == len(g) else f" of {len(g)}")
+        x = ok[stat_cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64) if stat_cols else None
+        if x is not None and len(ok):
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(x, axis=0)
+                std = np.nanstd(x, axis=0, ddof=1) if len(ok) > 1 else np.full(len(stat_cols), np.nan)
+            lo, hi = M.bootstrap_ci(x, boot) if len(ok) > 1 else (np.full(len(stat_cols), np.nan),) * 2
+        else:
+            mean = std = lo = hi = np.full(len(stat_cols), np.nan)
+        for i, c in enumerate(stat_cols):
+            row[c], row[f"{c}_std"], row[f"{c}_lo"], row[f"{c}_hi"] = mean[i], std[i], lo[i], hi[i]
+        for c in cfg_cols:
+            vals = g[c].dropna()
+            row[c] = vals.iloc[0] if len(vals) else None
+        for c in [c for c in runs.columns if c.startswith("reused_") and c.endswith(("_n", "_time_s", "_flops"))
+                  and c not in stat_cols]:
+            row[c] = pd.to_numeric(ok[c], errors="coerce").mean() if len(ok) else np.nan
+        base = base_by.get((row["dataset"], row["model"]))
+        if row["method"] == BASELINE:
+            row.update(n_pairs=len(ok), paired_seeds=row["seeds"], diff_mean=0.0, diff_std=np.nan, diff_lo=np.nan,
+                       diff_hi=np.nan, verdict=BASELINE)
+        else:
+            acc = dict(zip(ok["seed"], pd.to_numeric(ok["test_acc"], errors="coerce"))) if len(ok) else {}
+            pc = M.paired_comparison(acc, {} if base is None else dict(base["test_acc"]), boot)
+            row.update(n_pairs=pc["n_pairs"], paired_seeds=",".join(map(str, pc["seeds"])), diff_mean=pc["diff_mean"],
+                       diff_std=pc["diff_std"], diff_lo=pc["diff_lo"], diff_hi=pc["diff_hi"], verdict=pc["verdict"])
+        for name in tnames:
+            tcol = f"tta_{name}_steps"
+            if tcol not in ok.columns:
+                continue
+            reached = ok[ok[tcol].notna()]
+            row[f"tta_{name}_target"] = pd.to_numeric(g[f"tta_{name}_target"], errors="coerce").mean()
+            row[f"tta_{name}_reached"] = len(reached)
+            for what in ("steps", "flops", "time_s", "flops_full", "time_s_full"):
+                c = f"tta_{name}_{what}"
+                row[c] = pd.to_numeric(reached[c], errors="coerce").mean() if len(reached) else np.nan
+            # speed-up = baseline's cost to reach the target / this run's (same seeds; both must reach it)
+            for what, mine in (("steps", "steps"), ("flops", "flops"), ("time_s", "time_s"),
+                               ("flops_full", "flops_full"), ("time_s_full", "time_s_full")):
+                base_what = what.replace("_full", "")
+                b = {} if base is None or f"tta_{name}_{base_what}" not in base else \
+                    dict(base[f"tta_{name}_{base_what}"].dropna())
+                m = dict(zip(reached["seed"], pd.to_numeric(reached[f"tta_{name}_{mine}"], errors="coerce")))
+                r = M.ratio_ci(b, m, boot)
+                c = f"speedup_{name}_{what}"
+                row[c], row[f"{c}_lo"], row[f"{c}_hi"], row[f"{c}_n"] = r["ratio"], r["lo"], r["hi"], r["n"]
+        rows.append(row)
+    aggs = pd.DataFrame(rows)
+    return add_frontiers(aggs)
+
+
+def add_frontiers(aggs: pd.DataFrame) -> pd.DataFrame:
+    """``frontier_<axis>``: whether the aggregate is Pareto-optimal (mean cost vs mean accuracy)
+    among all finished aggregates of its dataset, for each cost axis."""
+    aggs = aggs.copy()
+    for axis, (col, _) in AXES.items():
+        aggs[f"frontier_{axis}"] = False
+        if col not in aggs.columns:
+            continue
+        for _, g in aggs[aggs["n"] > 0].groupby("dataset"):
+            on = M.pareto_front(g[col].to_numpy(dtype=np.float64), g["test_acc"].to_numpy(dtype=np.float64))
+            aggs.loc[g.index, f"frontier_{axis}"] = on
+    return aggs
+
+
+# ----------------------------------------------------------------------------- recommendations
+def recommend(aggs: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Which aggregate to use at each budget on ``axis``, from the measured table only.
+
+    For a budget ``c``, the affordable aggregates are those (with at least one finished run) whose
+    mean cost is at most ``c``. The eligible ones are the affordable baselines and the affordable
+    methods whose paired interval says ``better`` than their own baseline. The recommendation is the
+    eligible aggregate with the highest mean accuracy; if that is a baseline, no method beats the
+    baseline at that budget. Budgets step at every aggregate's mean cost; consecutive budgets with
+    the same answer are merged into one range ``[budget_lo, budget_hi)``.
+    """
+    col = AXES[axis][0]
+    out = []
+    for ds, g in aggs[(aggs["n"] > 0)].groupby("dataset", sort=True):
+        g = g[g[col].notna() & g["test_acc"].notna()]
+        levels = sorted(set(g[col]))
+        prev = None
+        for i, c in enumerate(levels):
+            afford = g[g[col] <= c]
+            eligible = afford[(afford["method"] == BASELINE) | (afford["verdict"] == M.BETTER)]
+            best_any = afford.loc[afford["test_acc"].idxmax()]
+            rec = eligible.loc[eligible["test_acc"].idxmax()] if len(eligible) else None
+            base = afford[afford["method"] == BASELINE]
+            best_base = base.loc[base["test_acc"].idxmax()] if len(base) else None
+            key = (None if rec is None else rec["label"], best_any["label"])
+            hi = levels[i + 1] if i + 1 < len(levels) else math.inf
+            if prev is not None and prev["_key"] == key:
+                prev["budget_hi"] = hi
+                continue
+            prev = {"_key": key, "dataset": ds, "axis": axis, "cost_column": col, "budget_lo": c, "budget_hi": hi,
+                    "recommended": None if rec is None else rec["label"],
+                    "recommended_method": None if rec is None else rec["method"],
+                    "recommended_acc": np.nan if rec is None else rec["test_acc"],
+                    "recommended_acc_lo": np.nan if rec is None else rec["test_acc_lo"],
+                    "recommended_acc_hi": np.nan if rec is None else rec["test_acc_hi"],
+                    "recommended_n_of": None if rec is None else rec["n_of"],
+                    "recommended_cost": np.nan if rec is None else rec[col],
+                    "verdict": None if rec is None else rec["verdict"],
+                    "diff_mean": np.nan if rec is None else rec["diff_mean"],
+                    "diff_lo": np.nan if rec is None else rec["diff_lo"],
+                    "diff_hi": np.nan if rec is None else rec["diff_hi"],
+                    "no_method_beats_baseline": rec is None or rec["method"] == BASELINE,
+                    "highest_mean": best_any["label"], "highest_mean_acc": best_any["test_acc"],
+                    "highest_mean_verdict": best_any["verdict"],
+                    "best_baseline": None if best_base is None else best_base["label"],
+                    "best_baseline_acc": np.nan if best_base is None else best_base["test_acc"]}
+            out.append(prev)
+    df = pd.DataFrame(out).drop(columns=["_key"], errors="ignore")
+    if not df.empty:
+        df["statement"] = [statement(r) for r in df.to_dict("records")]
+    return df
+
+
+def fmt_acc(v: float) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
+
+
+def fmt_ci(lo: float, hi: float, pct: bool = True, signed: bool = False) -> str:
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "no interval"
+    f = (lambda v: f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}") if pct else (lambda v: f"{v:.3g}")
+    return f"[{f(lo)}, {f(hi)}]" + ("%" if pct else "")
+
+
+def fmt_cost(v: float, axis: str) -> str:
+    if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))):
+        return "∞" if v == math.inf else "n/a"
+    return f"{v:.3g} s" if axis.startswith("time") else f"{v:.3g} FLOPs"
+
+
+def statement(r: dict) -> str:
+    """The sentence the recommendations page prints for one budget range."""
+    axis = r["axis"]
+    rng = f"from {fmt_cost(r['budget_lo'], axis)}" + (
+        f" up to {fmt_cost(r['budget_hi'], axis)}" if not math.isinf(r["budget_hi"]) else " upwards")
+    if r["recommended"] is None:
+        return (f"{rng}: no method is shown to work and no baseline fits: the highest mean is "
+                f"{r['highest_mean']} ({fmt_acc(r['highest_mean_acc'])}), whose comparison with its baseline says "
+                f"'{r['highest_mean_verdict']}'.")
+    if r["no_method_beats_baseline"]:
+        s = f"{rng}: no method beats the baseline; use {r['recommended']} ({fmt_acc(r['recommended_acc'])}, " \
+            f"95% CI {fmt_ci(r['recommended_acc_lo'], r['recommended_acc_hi'])}, {r['recommended_n_of']})."
+        if r["highest_mean"] != r["recommended"]:
+            s += (f" {r['highest_mean']} has a higher mean ({fmt_acc(r['highest_mean_acc'])}) but its comparison "
+                  f"with its baseline says '{r['highest_mean_verdict']}'.")
+        return s
+    s = (f"{rng}: use {r['recommended']} ({fmt_acc(r['recommended_acc'])}, 95% CI "
+         f"{fmt_ci(r['recommended_acc_lo'], r['recommended_acc_hi'])}, {r['recommended_n_of']}), "
+         f"{100 * r['diff_mean']:+.2f} points over its own baseline, 95% CI "
+         f"{fmt_ci(r['diff_lo'], r['diff_hi'], signed=True)}: better.")
+    if r["best_baseline"] is not None and r["best_baseline"] != r["recommended"]:
+        s += f" The best baseline within this budget is {r['best_baseline']} ({fmt_acc(r['best_baseline_acc'])})."
+    return s
+
+
+def add_roles(aggs: pd.DataFrame, recs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``role_<axis>``: baseline, selected (recommended at some budget), frontier (Pareto-optimal) or
+    dominated; ``missing`` for aggregates with no finished run."""
+    aggs = aggs.copy()
+    for axis in AXES:
+        chosen = set()
+        if axis in recs and not recs[axis].empty:
+            chosen = {(d, lbl) for d, lbl in zip(recs[axis]["dataset"], recs[axis]["recommended"]) if lbl}
+        roles = []
+        for r in aggs.itertuples(index=False):
+            if r.n == 0:
+                roles.append("missing")
+            elif r.method == BASELINE:
+                roles.append("baseline")
+            elif (r.dataset, r.label) in chosen:
+                roles.append("selected")
+            elif getattr(r, f"frontier_{axis}"):
+                roles.append("frontier")
+            else:
+                roles.append("dominated")
+        aggs[f"role_{axis}"] = roles
+    return aggs
+
+
+def summary_table(runs: pd.DataFrame, aggs: pd.DataFrame) -> pd.DataFrame:
+    """One table: a row per run (``row == "run"``) and one per aggregate (``row == "aggregate"``)."""
+    r = runs.copy()
+    r.insert(0, "row", "run")
+    r["label"] = [label_of(x) for x in r[GROUP].to_dict("records")]
+    a = aggs.copy()
+    a.insert(0, "row", "aggregate")
+    a["seed"] = pd.NA
+    df = pd.concat([r, a], ignore_index=True, sort=False)
+    df["seed"] = df["seed"].astype("Int64")
+    front = ["row", "dataset", "model", "method", "variant", "seed", "label", "status", "n", "n_expected", "n_of"]
+    return df[[c for c in front if c in df.columns] + [c for c in df.columns if c not in front]]

@@ -1,0 +1,219 @@
+"""The report on a hand-made results tree (tests/report/conftest.py): the summary table, missing and
+failed runs, time-to-accuracy, the frontier, the recommendations, a method the report code has never
+heard of, the CLI, and pages that reference nothing on the network."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from reuse import metrics as M
+
+from reuse.report.collect import AXES
+from tests.conftest import ROOT
+from tests.report.checks import chart_specs, check_recommendations, embedded_json
+
+
+def _agg(summary: pd.DataFrame, label: str) -> dict:
+    a = summary[(summary["row"] == "aggregate") & (summary["label"] == label)]
+    assert len(a) == 1, label
+    return a.iloc[0].to_dict()
+
+
+def test_summary_has_a_row_per_run_and_per_aggregate(toy):
+    root, _, _ = toy
+    summary = pd.read_parquet(root / "summary.parquet")
+    csv = pd.read_csv(root / "summary.csv")
+    assert len(csv) == len(summary)
+    runs = summary[summary["row"] == "run"]
+    # 4 seeds x (2 baselines + 2 kd + 2 prune + warmstart) + solo's one seed
+    assert len(runs) == 4 * 7 + 1
+    assert set(summary[summary["row"] == "aggregate"]["label"]) == {
+        "baseline (small)", "baseline (big)", "kd/T1 (small)", "kd/T4 (small)", "prune/keep50 (big)",
+        "prune/keep70 (big)", "warmstart/w (small)", "solo/x (small)"}
+    b = _agg(summary, "baseline (small)")
+    assert b["n"] == 4 and b["test_acc"] == pytest.approx(0.6125) and b["test_acc_lo"] < 0.6125 < b["test_acc_hi"]
+    assert b["cost_time_full_s"] == b["cost_time_marginal_s"] == 10
+    # full cost = own + every reused line; marginal = own training only
+    kd = runs[(runs["method"] == "kd") & (runs["status"] == "ok")]
+    assert (kd["cost_time_marginal_s"] == 11).all() and (kd["cost_time_full_s"] == 11 + 40 + 1).all()
+    assert (kd["reused_past_run_n"] == 1).all() and (kd["reused_logit_cache_time_s"] == 1).all()
+    assert (kd["cost_flops_full"] == 1.1e9 + 4e9 + 1e8).all()
+    # NLL and ECE computed from predictions.npz (run.json has neither)
+    assert runs.loc[runs["status"] == "ok", ["test_nll", "test_ece"]].notna().all().all()
+    # config columns from run.json's config block
+    assert set(runs.loc[runs["method"] == "kd", "cfg_temperature"].dropna()) == {1.0, 4.0}
+
+
+def test_missing_and_failed_runs_are_shown_never_averaged(toy):
+    root, _, _ = toy
+    summary = pd.read_parquet(root / "summary.parquet")
+    runs = summary[summary["row"] == "run"].set_index(["method", "variant", "seed"])
+    assert runs.loc[("prune", "keep70", 3), "status"] == "missing"
+    failed = runs.loc[("kd", "T4", 2)]
+    assert failed["status"] == "failed" and "boom" in failed["error"]
+    keep70 = _agg(summary, "prune/keep70 (big)")
+    assert keep70["n"] == 3 and keep70["n_expected"] == 4 and keep70["status"] == "partial"
+    assert keep70["n_of"] == "n=3 of 4" and keep70["missing_seeds"] == "3 (missing)"
+    assert keep70["test_acc"] == pytest.approx((0.825 + 0.8 + 0.8) / 3)  # over the finished seeds only
+    t4 = _agg(summary, "kd/T4 (small)")
+    assert t4["n_of"] == "n=3 of 4" and t4["paired_seeds"] == "0,1,3"
+    pages = root / "report"
+    for page in ("index.html", "runs.html", "method-prune.html", "method-kd.html"):
+        text = (pages / page).read_text()
+        assert "missing" in text and ("boom" in text or page == "method-prune.html"), page
+    assert "n=3 of 4" in (pages / "method-prune.html").read_text()
+
+
+def test_one_seed_has_no_interval(toy):
+    root, _, _ = toy
+    solo = _agg(pd.read_parquet(root / "summary.parquet"), "solo/x (small)")
+    assert solo["n"] == 1 and math.isnan(solo["test_acc_lo"]) and solo["verdict"] == "n=1, no interval"
+    assert "n=1, no interval" in (root / "report" / "method-solo.html").read_text()
+
+
+def test_paired_verdicts(toy):
+    root, _, _ = toy
+    s = pd.read_parquet(root / "summary.parquet")
+    assert _agg(s, "kd/T1 (small)")["verdict"] == "better"
+    assert _agg(s, "kd/T1 (small)")["diff_mean"] == pytest.approx(0.1125)
+    assert _agg(s, "prune/keep50 (big)")["verdict"] == "worse"
+    assert _agg(s, "prune/keep70 (big)")["verdict"] == "no detectable difference"
+    assert _agg(s, "warmstart/w (small)")["verdict"] == "better"
+
+
+def test_time_to_accuracy_and_speed_up(toy):
+    root, _, _ = toy
+    s = pd.read_parquet(root / "summary.parquet")
+    runs = s[(s["row"] == "run") & (s["status"] == "ok")]
+    # curves rise linearly from 0.25 to the final accuracy over 4 epochs (10 steps each). Baseline (small)
+    # target = its mean final accuracy 0.6125; seed 0 ends at 0.6 and never reaches it; seed 1 (0.625)
+    # first reaches it at epoch 4 (0.25 + 0.375*3/4 = 0.53125 < 0.6125).
+    b = runs[(runs["label"] == "baseline (small)")].set_index("seed")
+    assert math.isnan(b.loc[0, "tta_baseline_steps"]) and b.loc[1, "tta_baseline_steps"] == 40
+    assert b.loc[1, "tta_baseline_time_s"] == 10
+    # warmstart seed 1 ends at 0.775: 0.25 + 0.525 e/4 >= 0.6125 from epoch 3 (0.64375) -> 30 steps, 3.75 s
+    w = runs[runs["label"] == "warmstart/w (small)"].set_index("seed")
+    assert w.loc[1, "tta_baseline_steps"] == 30 and w.loc[1, "tta_baseline_time_s"] == pytest.approx(3.75)
+    assert w.loc[1, "tta_baseline_time_s_full"] == pytest.approx(13.75)  # + the reused past run
+    agg = _agg(s, "warmstart/w (small)")
+    # paired over the seeds where both reach the target: seeds 1 and 3 -> 40/30 in steps
+    assert agg["speedup_baseline_steps"] == pytest.approx(40 / 30) and agg["speedup_baseline_steps_n"] == 2
+    assert agg["speedup_baseline_time_s"] == pytest.approx(10 / 3.75)
+    # the configured absolute target 0.5
+    assert agg["tta_0.5_reached"] == 4 and "speedup_0.5_steps" in agg
+
+
+def test_frontier_and_roles(toy):
+    root, _, _ = toy
+    s = pd.read_parquet(root / "summary.parquet")
+    a = s[s["row"] == "aggregate"].set_index("label")
+    # time_full: small 10, warmstart 15 (0.7625), big 40 (0.8125), kd 52, prune 82, solo 3 (0.5)
+    on = set(a.index[a["frontier_time_full"]])
+    assert on == {"solo/x (small)", "baseline (small)", "warmstart/w (small)", "baseline (big)"}
+    assert a.loc["warmstart/w (small)", "role_time_full"] == "selected"
+    assert a.loc["baseline (big)", "role_time_full"] == "baseline"
+    assert a.loc["kd/T1 (small)", "role_time_full"] == "dominated"
+    # marginal time: kd costs 11 s, so it beats nothing cheaper than warmstart (5 s, 0.7625): dominated
+    assert not a.loc["kd/T1 (small)", "frontier_time_marginal"]
+
+
+def test_recommendations_agree_with_the_summary_table(toy):
+    root, _, _ = toy
+    recs = check_recommendations(root)
+    full = [r for r in recs if r["axis"] == "time_full"]
+    assert [(r["budget_lo"], r["recommended"]) for r in full] == [
+        (3.0, None), (10.0, "baseline (small)"), (15.0, "warmstart/w (small)"), (40.0, "baseline (big)")]
+    assert [r["no_method_beats_baseline"] for r in full] == [True, True, False, True]
+    assert full[2]["statement"].startswith("from 15 s up to 40 s: use warmstart/w (small) (76.25%")
+    assert "better" in full[2]["statement"]
+    assert "no method beats the baseline; use baseline (big)" in full[3]["statement"]
+    marginal = [r for r in recs if r["axis"] == "time_marginal"]
+    assert [r["recommended"] for r in marginal] == [None, "warmstart/w (small)", "baseline (big)"]  # solo: 3 s
+    assert (root / "report" / "recommendations.csv").exists()
+
+
+def test_a_new_method_appears_without_touching_the_report_code(toy):
+    """warmstart is in no list of methods (nor the config): its runs alone put it on the frontier,
+    in the nav, on its own page and in the recommendations."""
+    root, _, _ = toy
+    pages = root / "report"
+    specs = chart_specs(pages / "frontier.html")
+    data = [row for spec in specs.values() for ds in spec.get("datasets", {}).values() for row in ds]
+    assert any(r.get("method") == "warmstart" and r.get("on_frontier") for r in data)
+    assert (pages / "method-warmstart.html").exists()
+    assert 'href="method-warmstart.html"' in (pages / "index.html").read_text()
+    assert "warmstart/w (small)" in (pages / "recommendations.html").read_text()
+
+
+def test_sweeps_come_from_the_config_block(toy):
+    root, _, _ = toy
+    kd = chart_specs(root / "report" / "method-kd.html")
+    assert any("sweep" in k and "temperature" in k for k in kd)  # T1, T4
+    prune = chart_specs(root / "report" / "method-prune.html")
+    assert any("sweep" in k and "keep" in k for k in prune)
+    assert "results/toy/studies/prune.csv" in (root / "report" / "method-prune.html").read_text()
+    assert 'href="scores-toy.html"' in (root / "report" / "method-prune.html").read_text()
+
+
+def test_pages_are_self_contained(toy):
+    root, _, out = toy
+    pages = sorted((root / "report").glob("*.html"))
+    names = {p.name for p in pages}
+    assert {"index.html", "frontier.html", "recommendations.html", "runs.html", "method-baseline.html",
+            "method-kd.html", "method-prune.html", "method-warmstart.html", "method-solo.html",
+            "scores-toy.html"} <= names
+    for p in pages:
+        text = p.read_text()
+        assert not re.search(r"<script[^>]+src=", text), p  # every script inline
+        assert not re.search(r"<link[^>]+href=[\"']https?:", text), p
+        assert not re.search(r"import\s*\(?\s*[\"']https?:", text), p
+    for axis in AXES:
+        assert (root / "report" / "figures" / f"frontier_toy_{axis}.svg").exists()
+    assert (root / "report" / "figures" / "curves_toy_warmstart.svg").read_text().startswith("<svg")
+
+
+def test_expected_outputs_are_what_build_writes(toy):
+    from reuse.report import expected_outputs
+
+    root, cfg, out = toy
+    exp = expected_outputs(cfg)
+    files = exp["summary"] + exp["pages"] + exp["tables"] + [f for v in exp["figures"].values() for f in v]
+    assert all((root / f).exists() for f in files), [f for f in files if not (root / f).exists()]
+
+
+def test_cli_builds_the_report_after_a_failed_run(toy, tmp_path):
+    """`python -m reuse report --config`: what snakemake --keep-going leaves unbuilt, from what exists."""
+    root, cfg, _ = toy
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("report", "summary.*"))
+    shutil.rmtree(copy / "toy" / "small" / "kd" / "T1" / "s0")
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump({**cfg, "results": str(copy)}))
+    r = subprocess.run([sys.executable, "-m", "reuse", "report", "--results", str(copy), "--config", str(conf)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "26 of 29 runs finished; 3 shown as missing" in r.stdout, r.stdout
+    s = pd.read_parquet(copy / "summary.parquet")
+    t1 = s[(s["row"] == "aggregate") & (s["label"] == "kd/T1 (small)")].iloc[0]
+    assert t1["n_of"] == "n=3 of 4" and t1["missing_seeds"] == "0 (missing)"
+    assert "kd/T1 (small)" in (copy / "report" / "index.html").read_text()
+    check_recommendations(copy)
+
+
+def test_without_a_config_only_what_exists_is_known(toy, tmp_path):
+    from reuse.report import Options, build
+
+    root, _, _ = toy
+    out = build(root, None, Options(figures=[], bootstrap=M.Bootstrap(resamples=200)), out_dir=tmp_path / "pages")
+    runs = out["runs"]
+    assert set(runs["status"]) == {"ok", "failed"}  # the failed folder is found; seed 3 of keep70 is unknown
+    assert len(runs) == 4 * 7 + 1 - 1  # all but the missing seed 3 of keep70
+    assert (tmp_path / "pages" / "index.html").exists()
