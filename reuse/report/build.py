@@ -143,7 +143,11 @@ class _Context:
         self.nav = [("index.html", "overview"), ("frontier.html", "frontier"),
                     ("recommendations.html", "recommendations"), ("runs.html", "runs")]
         self.nav += [(method_page(m), m) for m in self.methods]
-        self.nav += [(scores_page(ds), f"scores ({ds})") for ds in self.datasets if ds in self.col.scores]
+        from reuse.config import score_datasets
+
+        # datasets with a score table, and those the config scores (a page says when the table is missing)
+        self.score_sets = sorted(set(self.col.scores) | set(score_datasets(self.config) if self.config else []))
+        self.nav += [(scores_page(ds), f"scores ({ds})") for ds in self.score_sets]
 
     # ------------------------------------------------------------------ shared pieces
     def method_aggs(self, ds: str, method: str, with_baselines: bool = True) -> pd.DataFrame:
@@ -201,7 +205,7 @@ class _Context:
         written = []
         for page in [self.index(), self.frontier(), self.recommendations(), self.runs_page()] + \
                 [self.method(m) for m in self.methods] + \
-                [self.scores(ds) for ds in self.datasets if ds in self.col.scores]:
+                [self.scores(ds) for ds in self.score_sets]:
             written.append(page.write(self.out, self.nav))
         written += self.figures()
         return written
@@ -231,10 +235,19 @@ class _Context:
                 p.raw("<ul>" + "".join(f"<li>{_esc(s)}</li>" for s in rec["statement"]) + "</ul>")
                 p.p(links([("recommendations.html", "all cost axes")]), raw=True, cls="note")
             p.h(f"{ds}: every method", 3)
-            p.raw(self.agg_table(a.sort_values(["model", "method", "variant"])))
+            p.raw(self.agg_table(a[a["n"] > 0].sort_values(["model", "method", "variant"])))
+            none = a[a["n"] == 0]
+            if len(none):
+                p.p(f"No finished run yet ({len(none)}): " + ", ".join(f"{lbl} ({n})" for lbl, n in zip(
+                    none["label"], none["n_of"])) + ".", cls="note")
         miss = r[r["status"] != "ok"]
         p.h("Runs that did not finish")
-        p.raw(self.missing_table(r) if len(miss) else '<p class="note">none</p>')
+        if len(miss):
+            counts = ", ".join(f"{v} {k}" for k, v in sorted(miss["status"].value_counts().items()))
+            p.raw(f"<details{' open' if len(miss) <= 20 else ''}><summary>{len(miss)} runs ({_esc(counts)})"
+                  f"</summary>{self.missing_table(r)}</details>")
+        else:
+            p.p("none", cls="note")
         p.h("Pages")
         p.raw("<ul>" + "".join(f'<li><a href="{h}">{_esc(t)}</a></li>' for h, t in self.nav[1:]) + "</ul>")
         p.p("Tables: results/summary.parquet and summary.csv (one row per run, one per aggregate); "
@@ -386,7 +399,7 @@ class _Context:
             if study is not None:
                 p.h(f"Study table (results/{ds}/studies/{method}.csv)", 3)
                 p.table(study)
-            if "cfg_score" in own and own["cfg_score"].notna().any() and ds in self.col.scores:
+            if "cfg_score" in own and own["cfg_score"].notna().any() and ds in self.score_sets:
                 p.p("Scores used by these variants: " + links([(scores_page(ds), f"score distributions and rank "
                                                                                  f"agreement on {ds}")]), raw=True)
         return p
@@ -412,6 +425,10 @@ class _Context:
         from reuse.scores import ScoreTable
 
         p = Page(scores_page(ds), f"Scores on {ds}: distributions and rank agreement")
+        if ds not in self.col.scores:
+            p.p(f"results/{ds}/scores.parquet does not exist yet: the config scores past runs on {ds}, but the "
+                "score table has not been computed (see the runs page for what is missing).")
+            return p
         table = ScoreTable.open(self.col.scores[ds])
         m = table.meta
         p.p(f"results/{ds}/scores.parquet: {m['n']} training examples, scores {', '.join(m['scores'])} at epochs "

@@ -37,6 +37,12 @@ AXES = {
 }
 
 
+# Per-run numbers every table has, even when no run finished.
+NUMERIC = ["params", "epochs", "steps", "examples_seen", "test_acc", "best_test_acc", "test_nll", "test_ece",
+           "train_time_s", "eval_time_s", "train_flops", "eval_flops", "reused_n", "reused_time_s", "reused_flops",
+           "reused_bytes", "cost_time_marginal_s", "cost_flops_marginal", "cost_time_full_s", "cost_flops_full"]
+
+
 @dataclass
 class Collected:
     """Per-run rows (``runs``), per-epoch curves (``curves``), per-class test accuracy
@@ -189,10 +195,10 @@ def collect(results: str | Path, expected: list[dict] | None = None, bins: int =
         status, err = _status_of(folder)
         rows.append(dict(zip(KEY, key), status=status, error=err, run=str(folder)))
         seen.add(key)
-    runs = pd.DataFrame(rows)
-    if runs.empty:
-        runs = pd.DataFrame(columns=KEY + ["status", "error", "run"])
+    runs = pd.DataFrame(rows, columns=list(dict.fromkeys(
+        KEY + ["status", "error", "run"] + NUMERIC + [c for r in rows for c in r])))
     runs["seed"] = runs["seed"].astype(int)
+    runs[NUMERIC] = runs[NUMERIC].apply(pd.to_numeric, errors="coerce")
     runs["expected"] = [tuple(r) in exp_keys for r in runs[KEY].itertuples(index=False)] if expected else True
     runs = _tidy_types(runs).sort_values(KEY, kind="stable").reset_index(drop=True)
     curves_df = pd.DataFrame(curves, columns=KEY + ["epoch", "step", "test_acc", "test_loss", "train_acc",
