@@ -14,6 +14,8 @@
 #   R/{dataset}/{model}/{method}/{variant}/s{seed}/   prune, curriculum, reweight runs (rules/data_methods.smk)
 #   R/{dataset}/baselines.csv, kd.csv, prune.csv...   one row per run
 #   R/{dataset}/studies/*.csv                         keep-fraction, curriculum, score-agreement studies
+#   R/summary.parquet, summary.csv                    every run and method aggregate  (rules/report.smk)
+#   R/report/index.html, ..., figures/*.png|svg       the offline report pages and key figures
 # Logs sit next to their outputs (*.log).
 #
 #   snakemake --cores all                          # the default benchmark (config.yaml, MNIST-1D)
@@ -38,6 +40,7 @@ include: "rules/baseline.smk"
 include: "rules/kd.smk"
 include: "rules/scores.smk"
 include: "rules/data_methods.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -45,3 +48,4 @@ rule all:
     input:
         baseline_targets(),
         summary_targets(),
+        rules.report.output,

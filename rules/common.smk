@@ -120,3 +120,24 @@ def method_dir(ds, method, variant, seed="{seed}"):
 def method_run_files(ds, method):
     return [f"{method_dir(d, method, v, s)}/run.json" for d, v in METHOD_VARIANTS[method] if d == ds
             for s in method_seeds(config, method)]
+
+
+def report_targets():
+    """The report's outputs (reuse.report.expected_outputs): the summary table, the pages, the key
+    figures by kind; paths under the results folder."""
+    from reuse.report import expected_outputs
+
+    out = expected_outputs(config)
+    return {"summary": [f"{R}/{f}" for f in out["summary"]], "pages": [f"{R}/{f}" for f in out["pages"]],
+            "tables": [f"{R}/{f}" for f in out["tables"]],
+            "figures": {k: [f"{R}/{f}" for f in v] for k, v in out["figures"].items()}}
+
+
+def report_inputs():
+    """Everything the report reads: each expected run's run.json, metrics and test predictions, and the
+    per-dataset tables (score tables, studies)."""
+    from reuse.config import expected_runs
+
+    files = [f"{R}/{e['relpath']}/{name}" for e in expected_runs(config)
+             for name in ("run.json", "metrics.jsonl", "predictions.npz")]
+    return files + summary_targets()

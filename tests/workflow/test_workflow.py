@@ -121,6 +121,34 @@ def test_scores_and_data_methods(done):
     assert set(agree["kind"]) == {"runs", "epochs", "n_runs"} and agree["spearman"].between(-1, 1).all()
 
 
+def test_report_summary_and_pages(done):
+    """The report rule: one summary row per run and per aggregate, NLL and ECE in run.json, the pages
+    and figures, recommendations that agree with the table, and Snakemake's own HTML report."""
+    from reuse.report import AXES
+    from tests.report.checks import check_recommendations
+
+    res = done / "results"
+    summary = pd.read_parquet(res / "summary.parquet")
+    runs, aggs = summary[summary["row"] == "run"], summary[summary["row"] == "aggregate"]
+    assert len(runs) == 16 and (runs["status"] == "ok").all()
+    assert len(aggs) == 8 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
+        "baseline", "kd", "prune", "curriculum", "reweight"}
+    info = read_json(res / "tiny" / "mlp" / "kd" / "ens" / "s0" / "run.json")
+    assert 0 <= info["final"]["test_ece"] <= 1 and info["final"]["ece_bins"] == 15
+    assert np.isclose(info["final"]["test_nll"], info["final"]["test_loss"], rtol=1e-4)
+    check_recommendations(res)
+    pages = {p.name for p in (res / "report").glob("*.html")}
+    assert pages == {"index.html", "frontier.html", "recommendations.html", "runs.html", "scores-tiny.html",
+                     *(f"method-{m}.html" for m in ("baseline", "kd", "prune", "curriculum", "reweight"))}
+    for axis in AXES:
+        for ext in ("png", "svg"):
+            assert (res / "report" / "figures" / f"frontier_tiny_{axis}.{ext}").stat().st_size > 1000
+    r = smk(done, "--report", str(done / "report.html"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = (done / "report.html").read_text()
+    assert "Training efficiency frontier" in text and "frontier_tiny_time_full.svg" in text
+
+
 def test_rerun_is_a_no_op(done):
     r = smk(done, "-n")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
@@ -134,7 +162,7 @@ def test_dry_run_shows_the_dag(tmp_path):
                               "kd__tiny__ens": 2, "kd__tiny__mix": 2, "summarize_kd": 1, "score_run": 2,
                               "score_table": 1, "score_agreement": 1, "prune__tiny__el2n_half": 2,
                               "prune__tiny__rand_half": 2, "curriculum__tiny__easy": 2, "reweight__tiny__up": 2,
-                              "summarize_data_method": 3, "study_data_method": 3, "all": 1}
+                              "summarize_data_method": 3, "study_data_method": 3, "report": 1, "all": 1}
     assert not (tmp_path / "results").exists()
 
 
@@ -177,14 +205,14 @@ def test_deleting_a_checkpoint_rebuilds_only_its_run(done):
     plan = smk(done, "-n")
     # the study tables compare against the baselines' table, so they are refreshed too
     assert jobs(plan.stdout) == {"train_baseline__tiny__mlp": 1, "logit_cache__tiny__mlp": 1,
-                                 "summarize_baselines": 1, "study_data_method": 3, "all": 1}
+                                 "summarize_baselines": 1, "study_data_method": 3, "report": 1, "all": 1}
     assert smk(done).returncode == 0
     new = torch.load(victim, weights_only=False)["model"]
     assert all(torch.equal(old[k], new[k]) for k in old)  # retraining is deterministic
     after = snapshot(res)
     changed = {k for k in before if before[k][0] != after[k][0]}
-    assert changed and all(k.startswith(("tiny/mlp/baseline/s1/", "tiny/studies/")) or k == "tiny/baselines.csv"
-                           for k in changed)
+    assert changed and all(k.startswith(("tiny/mlp/baseline/s1/", "tiny/studies/", "report/"))
+                           or k in ("tiny/baselines.csv", "summary.parquet", "summary.csv") for k in changed)
 
 
 def test_corrupt_checkpoint_is_one_clear_error_and_spares_the_rest(done):
@@ -210,6 +238,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     for key in ("kd", "scores", "prune", "curriculum", "reweight"):
         cfg.pop(key)
     cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
+    cfg["report"] = {"figures": [], "bootstrap": {"resamples": 200}}
     conf = tmp_path / "long.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
