@@ -16,6 +16,18 @@ if [ ! -x .venv/bin/python ]; then
     exit 1
   }
 fi
+# Debian's chromium, for the report pages' browser test (tests/report/test_browser.py, driven by
+# Playwright from requirements.txt; no browser is downloaded). Needs root; without it the test is skipped.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing Debian's chromium (for the report's browser test)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||
+      echo "bootstrap: could not install chromium; the browser test will be skipped" >&2
+  else
+    echo "bootstrap: chromium is not installed (as root: apt-get install chromium); the browser test will be skipped" >&2
+  fi
+fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt
 echo "bootstrap: building reuse._C (the CUDA kernels take a few minutes to compile where nvcc exists)"
