@@ -745,26 +745,112 @@ GN_INLINE void fill_phases(const ConvPlan& pl, const scalar_t* x_c, T* dst_c) {
   }
 }
 
-// Writes the output gradient of one group's channels (g_b + o * Ho*Wo,
+// ---------------------------------------------------------------- transposes
+//
+// dst[j * ldd + c] = src[c * lds + j] for j < n positions and c < C channels
+// (src: one contiguous row of positions per channel). Blocks of L x L are
+// transposed in registers (the unpack / shuffle / 128-bit permute sequence of
+// an AVX 8x8 transpose, written with __builtin_shuffle); the edges go element
+// by element.
+
+GN_INLINE void transpose_block(Simd<float>::V r[8]) {
+  typedef int32_t I __attribute__((vector_size(32)));
+  using V = Simd<float>::V;
+  V t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shuffle(r[i], r[i + 1], I{0, 8, 1, 9, 4, 12, 5, 13});
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], I{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shuffle(t[i], t[i + 2], I{0, 1, 8, 9, 4, 5, 12, 13});
+    u[i + 1] = __builtin_shuffle(t[i], t[i + 2], I{2, 3, 10, 11, 6, 7, 14, 15});
+    u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], I{0, 1, 8, 9, 4, 5, 12, 13});
+    u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], I{2, 3, 10, 11, 6, 7, 14, 15});
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = __builtin_shuffle(u[i], u[i + 4], I{0, 1, 2, 3, 8, 9, 10, 11});
+    r[i + 4] = __builtin_shuffle(u[i], u[i + 4], I{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
+GN_INLINE void transpose_block(Simd<double>::V r[4]) {
+  typedef int64_t I __attribute__((vector_size(32)));
+  using V = Simd<double>::V;
+  const V t0 = __builtin_shuffle(r[0], r[1], I{0, 4, 2, 6});
+  const V t1 = __builtin_shuffle(r[0], r[1], I{1, 5, 3, 7});
+  const V t2 = __builtin_shuffle(r[2], r[3], I{0, 4, 2, 6});
+  const V t3 = __builtin_shuffle(r[2], r[3], I{1, 5, 3, 7});
+  r[0] = __builtin_shuffle(t0, t2, I{0, 1, 4, 5});
+  r[1] = __builtin_shuffle(t1, t3, I{0, 1, 4, 5});
+  r[2] = __builtin_shuffle(t0, t2, I{2, 3, 6, 7});
+  r[3] = __builtin_shuffle(t1, t3, I{2, 3, 6, 7});
+}
+
+template <typename T>
+GN_INLINE void transpose_impl(const T* src, int64_t lds, int64_t C, int64_t n, T* dst, int64_t ldd) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::L;
+  const int64_t C_full = C - C % L;
+  const int64_t n_full = n - n % L;
+  for (int64_t j = 0; j < n_full; j += L) {
+    for (int64_t c = 0; c < C_full; c += L) {
+      V r[L];
+      for (int64_t i = 0; i < L; ++i) {
+        r[i] = vload<T>(src + (c + i) * lds + j);
+      }
+      transpose_block(r);
+      for (int64_t i = 0; i < L; ++i) {
+        vstore<T>(dst + (j + i) * ldd + c, r[i]);
+      }
+    }
+    for (int64_t c = C_full; c < C; ++c) {
+      for (int64_t i = 0; i < L; ++i) {
+        dst[(j + i) * ldd + c] = src[c * lds + j + i];
+      }
+    }
+  }
+  for (int64_t j = n_full; j < n; ++j) {
+    for (int64_t c = 0; c < C; ++c) {
+      dst[j * ldd + c] = src[c * lds + j];
+    }
+  }
+}
+
+GN_CPU_CLONES void transpose_f32(const float* src, int64_t lds, int64_t C, int64_t n, float* dst, int64_t ldd) {
+  transpose_impl<float>(src, lds, C, n, dst, ldd);
+}
+
+GN_CPU_CLONES void transpose_f64(const double* src, int64_t lds, int64_t C, int64_t n, double* dst, int64_t ldd) {
+  transpose_impl<double>(src, lds, C, n, dst, ldd);
+}
+
+template <typename T, typename scalar_t>
+GN_INLINE void transpose(const scalar_t* src, int64_t lds, int64_t C, int64_t n, T* dst, int64_t ldd) {
+  if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<T, float>) {
+    transpose_f32(src, lds, C, n, dst, ldd);
+  } else if constexpr (std::is_same_v<scalar_t, double>) {
+    transpose_f64(src, lds, C, n, dst, ldd);
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t j = 0; j < n; ++j) {
+        dst[j * ldd + c] = to_acc<T>(src[c * lds + j]);
+      }
+    }
+  }
+}
+
+// Writes the output gradient of one group's channels (g_first + o * Ho*Wo,
 // contiguous) transposed into gt [Ho * Wp][Cp]: gt[h*Wp + w][o] = g[o][h][w].
-// Blocks of positions keep the written rows in L1.
 template <typename T, typename scalar_t>
 GN_INLINE void fill_grad_panel(const ConvPlan& pl, const scalar_t* g_first, T* gt, int64_t Cp) {
   const int64_t Ho = pl.geo.out_size[0], Wo = pl.geo.out_size[1];
   const int64_t HW = Ho * Wo;
-  constexpr int64_t kPos = 16;
+  if (pl.Wp == Wo) {
+    transpose<T>(g_first, HW, pl.cout_g, HW, gt, Cp);
+    return;
+  }
   for (int64_t h = 0; h < Ho; ++h) {
-    for (int64_t w0 = 0; w0 < Wo; w0 += kPos) {
-      const int64_t wn = std::min(kPos, Wo - w0);
-      T* dst = gt + (h * pl.Wp + w0) * Cp;
-      const scalar_t* src = g_first + h * Wo + w0;
-      for (int64_t o = 0; o < pl.cout_g; ++o) {
-        const scalar_t* s = src + o * HW;
-        for (int64_t j = 0; j < wn; ++j) {
-          dst[j * Cp + o] = to_acc<T>(s[j]);
-        }
-      }
-    }
+    transpose<T>(g_first + h * Wo, HW, pl.cout_g, Wo, gt + h * pl.Wp * Cp, Cp);
   }
 }
 
@@ -924,6 +1010,109 @@ at::Tensor conv_sq_norms_cpu(
 // dimension gives it: per b, rows of C channels added into per-channel sums).
 // Anything else is made contiguous first.
 
+// One (b, c) row of S positions: sw = sum g * (x * sc + sh), sb = sum g (x
+// is not read without `weight`). Two vectors per step; the lanes are folded
+// into double every kFoldRow positions.
+constexpr int64_t kFoldRow = 4096;
+
+template <typename T>
+GN_INLINE void affine_row_impl(
+    const T* g, const T* x, int64_t S, T sc, T sh, bool weight, double& sw, double& sb) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::L;
+  const V vsc = vbroadcast(sc);
+  const V vsh = vbroadcast(sh);
+  double w = 0.0, b = 0.0;
+  int64_t s = 0;
+  while (s + 2 * L <= S) {
+    const int64_t end = std::min(S - S % (2 * L), s + kFoldRow);
+    V aw0 = V{}, aw1 = V{}, ab0 = V{}, ab1 = V{};
+    if (weight) {
+      for (; s < end; s += 2 * L) {
+        const V g0 = vload<T>(g + s), g1 = vload<T>(g + s + L);
+        aw0 += g0 * (vload<T>(x + s) * vsc + vsh);
+        aw1 += g1 * (vload<T>(x + s + L) * vsc + vsh);
+        ab0 += g0;
+        ab1 += g1;
+      }
+    } else {
+      for (; s < end; s += 2 * L) {
+        ab0 += vload<T>(g + s);
+        ab1 += vload<T>(g + s + L);
+      }
+    }
+    w += vsum_double<T>(aw0 + aw1);
+    b += vsum_double<T>(ab0 + ab1);
+  }
+  for (; s < S; ++s) {
+    if (weight) {
+      w += static_cast<double>(g[s] * (x[s] * sc + sh));
+    }
+    b += static_cast<double>(g[s]);
+  }
+  sw = w;
+  sb = b;
+}
+
+GN_CPU_CLONES void affine_row_f32(
+    const float* g, const float* x, int64_t S, float sc, float sh, bool weight, double& sw, double& sb) {
+  affine_row_impl<float>(g, x, S, sc, sh, weight, sw, sb);
+}
+
+GN_CPU_CLONES void affine_row_f64(
+    const double* g, const double* x, int64_t S, double sc, double sh, bool weight, double& sw, double& sb) {
+  affine_row_impl<double>(g, x, S, sc, sh, weight, sw, sb);
+}
+
+// One position of all C channels (unit stride): aw[c] += g[c] * (x[c] *
+// sc[c] + sh[c]), ab[c] += g[c].
+template <typename T>
+GN_INLINE void affine_cols_impl(
+    const T* g, const T* x, int64_t C, const T* sc, const T* sh, bool weight, T* aw, T* ab) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::L;
+  int64_t c = 0;
+  for (; c + L <= C; c += L) {
+    const V gv = vload<T>(g + c);
+    if (weight) {
+      vstore<T>(aw + c, vload<T>(aw + c) + gv * (vload<T>(x + c) * vload<T>(sc + c) + vload<T>(sh + c)));
+    }
+    vstore<T>(ab + c, vload<T>(ab + c) + gv);
+  }
+  for (; c < C; ++c) {
+    if (weight) {
+      aw[c] += g[c] * (x[c] * sc[c] + sh[c]);
+    }
+    ab[c] += g[c];
+  }
+}
+
+GN_CPU_CLONES void affine_cols_f32(
+    const float* g, const float* x, int64_t C, const float* sc, const float* sh, bool weight, float* aw, float* ab) {
+  affine_cols_impl<float>(g, x, C, sc, sh, weight, aw, ab);
+}
+
+GN_CPU_CLONES void affine_cols_f64(
+    const double* g, const double* x, int64_t C, const double* sc, const double* sh, bool weight, double* aw,
+    double* ab) {
+  affine_cols_impl<double>(g, x, C, sc, sh, weight, aw, ab);
+}
+
+// Row of n values at stride `stride` as T: the data itself when it already is
+// unit-stride T, else a converted copy in `buf`.
+template <typename T, typename scalar_t>
+GN_INLINE const T* as_row(const scalar_t* p, int64_t n, int64_t stride, T* buf) {
+  if constexpr (std::is_same_v<T, scalar_t>) {
+    if (stride == 1) {
+      return p;
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    buf[i] = to_acc<T>(p[i * stride]);
+  }
+  return buf;
+}
+
 template <typename scalar_t>
 void affine_impl(
     const at::Tensor& x, const at::Tensor& g, const double* scale, const double* shift, bool weight,
@@ -936,69 +1125,63 @@ void affine_impl(
   const int64_t gsb = g.stride(0), gsc = g.stride(1), gss = g.stride(2);
   T* o = out.mutable_data_ptr<T>();
   const bool s_unit = S <= 1 || (gss == 1 && (!weight || xss == 1));
+  std::vector<T> sc(C), sh(C);
+  for (int64_t c = 0; c < C; ++c) {
+    sc[c] = scale != nullptr ? static_cast<T>(scale[c]) : T(1);
+    sh[c] = shift != nullptr ? static_cast<T>(shift[c]) : T(0);
+  }
+  auto row = [&](const T* gr, const T* xr, int64_t n, T s_c, T s_h, double& w, double& b) {
+    if constexpr (std::is_same_v<T, float>) {
+      affine_row_f32(gr, xr, n, s_c, s_h, weight, w, b);
+    } else {
+      affine_row_f64(gr, xr, n, s_c, s_h, weight, w, b);
+    }
+  };
+  auto cols = [&](const T* gr, const T* xr, T* aw, T* ab) {
+    if constexpr (std::is_same_v<T, float>) {
+      affine_cols_f32(gr, xr, C, sc.data(), sh.data(), weight, aw, ab);
+    } else {
+      affine_cols_f64(gr, xr, C, sc.data(), sh.data(), weight, aw, ab);
+    }
+  };
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(C * S, 1));
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-    std::vector<double> sw(s_unit ? 0 : C), sb(s_unit ? 0 : C);
+    // Conversion buffers (half precision or strided rows) and, for the
+    // channels-contiguous layout, per-channel partial sums folded into double
+    // every kFoldCols positions.
+    constexpr int64_t kFoldCols = 256;
+    const int64_t rowlen = s_unit ? S : C;
+    std::vector<T> gbuf(rowlen), xbuf(weight ? rowlen : 0);
+    std::vector<T> aw(s_unit ? 0 : C), ab(s_unit ? 0 : C);
+    std::vector<double> dw(s_unit ? 0 : C), db(s_unit ? 0 : C);
     for (int64_t b = b0; b < b1; ++b) {
       double total = 0.0;
       if (s_unit) {
         for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* gr = gp + b * gsb + c * gsc;
-          const scalar_t* xr = weight ? xp + b * xsb + c * xsc : nullptr;
-          const T sc = scale != nullptr ? static_cast<T>(scale[c]) : T(1);
-          const T sh = shift != nullptr ? static_cast<T>(shift[c]) : T(0);
-          T lw[8] = {}, lb[8] = {};
-          int64_t s = 0;
-          if (weight) {
-            for (; s + 8 <= S; s += 8) {
-#pragma GCC unroll 8
-              for (int l = 0; l < 8; ++l) {
-                const T gv = to_acc<T>(gr[s + l]);
-                lw[l] += gv * (to_acc<T>(xr[s + l]) * sc + sh);
-                lb[l] += gv;
-              }
-            }
-          } else {
-            for (; s + 8 <= S; s += 8) {
-#pragma GCC unroll 8
-              for (int l = 0; l < 8; ++l) {
-                lb[l] += to_acc<T>(gr[s + l]);
-              }
-            }
-          }
-          double dw = 0.0, db = 0.0;
-          for (; s < S; ++s) {
-            const T gv = to_acc<T>(gr[s]);
-            if (weight) {
-              dw += static_cast<double>(gv * (to_acc<T>(xr[s]) * sc + sh));
-            }
-            db += static_cast<double>(gv);
-          }
-          for (int l = 0; l < 8; ++l) {
-            dw += static_cast<double>(lw[l]);
-            db += static_cast<double>(lb[l]);
-          }
-          total += (weight ? dw * dw : 0.0) + (bias ? db * db : 0.0);
+          const T* gr = as_row<T>(gp + b * gsb + c * gsc, S, 1, gbuf.data());
+          const T* xr = weight ? as_row<T>(xp + b * xsb + c * xsc, S, 1, xbuf.data()) : nullptr;
+          double w = 0.0, s_b = 0.0;
+          row(gr, xr, S, sc[c], sh[c], w, s_b);
+          total += (weight ? w * w : 0.0) + (bias ? s_b * s_b : 0.0);
         }
       } else {
-        // Channels contiguous: accumulate rows of C.
-        std::fill(sw.begin(), sw.end(), 0.0);
-        std::fill(sb.begin(), sb.end(), 0.0);
-        for (int64_t s = 0; s < S; ++s) {
-          const scalar_t* gr = gp + b * gsb + s * gss;
-          const scalar_t* xr = weight ? xp + b * xsb + s * xss : nullptr;
+        std::fill(dw.begin(), dw.end(), 0.0);
+        std::fill(db.begin(), db.end(), 0.0);
+        for (int64_t s0 = 0; s0 < S; s0 += kFoldCols) {
+          std::fill(aw.begin(), aw.end(), T(0));
+          std::fill(ab.begin(), ab.end(), T(0));
+          for (int64_t s = s0; s < std::min(S, s0 + kFoldCols); ++s) {
+            const T* gr = as_row<T>(gp + b * gsb + s * gss, C, gsc, gbuf.data());
+            const T* xr = weight ? as_row<T>(xp + b * xsb + s * xss, C, xsc, xbuf.data()) : nullptr;
+            cols(gr, xr, aw.data(), ab.data());
+          }
           for (int64_t c = 0; c < C; ++c) {
-            const double gv = static_cast<double>(to_acc<T>(gr[c]));
-            if (weight) {
-              const T sc = scale != nullptr ? static_cast<T>(scale[c]) : T(1);
-              const T sh = shift != nullptr ? static_cast<T>(shift[c]) : T(0);
-              sw[c] += gv * static_cast<double>(to_acc<T>(xr[c]) * sc + sh);
-            }
-            sb[c] += gv;
+            dw[c] += static_cast<double>(aw[c]);
+            db[c] += static_cast<double>(ab[c]);
           }
         }
         for (int64_t c = 0; c < C; ++c) {
-          total += (weight ? sw[c] * sw[c] : 0.0) + (bias ? sb[c] * sb[c] : 0.0);
+          total += (weight ? dw[c] * dw[c] : 0.0) + (bias ? db[c] * db[c] : 0.0);
         }
       }
       o[b] = static_cast<T>(total);
