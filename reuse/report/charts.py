@@ -94,7 +94,7 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
                                                                      strokeDash=[4, 3]).encode(
         x=alt.X("cost:Q"), y=alt.Y("acc:Q"), order="cost:Q")
     points = base.mark_point(filled=True, size=110, stroke="black", strokeWidth=0.6).encode(
-        x=x, y=y, color=alt.Color("method:N", title="method (click to highlight)"),
+        x=x, y=y, color=alt.Color("method:N", title="method (click to highlight)", scale=alt.Scale(scheme="tableau10")),
         shape=alt.Shape("role:N", title="role", scale=alt.Scale(domain=list(ROLE_SHAPES),
                                                                 range=list(ROLE_SHAPES.values()))),
         opacity=opacity, tooltip=tooltip).add_params(legend_sel)
@@ -166,9 +166,14 @@ def curves_chart(stats: pd.DataFrame, title: str = "") -> alt.Chart:
     d["kind"] = np.where(d["method"] == BASELINE, "baseline", "method")
     sel = alt.selection_point(fields=["label"], bind="legend")
     base = alt.Chart().encode(x=alt.X("step:Q", title="optimisation steps"),
-                              color=alt.Color("label:N", title="run (click to highlight)"))
-    band = base.mark_area(opacity=0.18).encode(y=alt.Y("lo:Q"), y2="hi:Q",
-                                               opacity=alt.condition(sel, alt.value(0.18), alt.value(0.03)))
+                              color=alt.Color("label:N", title="run (click to highlight)",
+                                              scale=alt.Scale(scheme="tableau20")))
+    # the band fills by the same labels (same sorted domain, same colours); its legend merges with the lines'
+    band = alt.Chart().mark_area().encode(x=alt.X("step:Q"), y=alt.Y("lo:Q"), y2="hi:Q",
+                                          fill=alt.Fill("label:N", title="run (click to highlight)",
+                                                        scale=alt.Scale(scheme="tableau20"),
+                                                        legend=alt.Legend(symbolOpacity=1)),
+                                          opacity=alt.condition(sel, alt.value(0.18), alt.value(0.03)))
     line = base.mark_line(strokeWidth=1.8).encode(
         y=alt.Y("acc:Q", title="test accuracy (mean, 95% band)", scale=alt.Scale(zero=False),
                 axis=alt.Axis(format=".1%")),
