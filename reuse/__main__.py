@@ -36,14 +36,19 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_fingerprint(data_dir: str | None) -> dict | None:
+    """The training split's fingerprint of a prepared dataset folder (None without one)."""
+    if not data_dir:
+        return None
+    from reuse.io import read_json
+
+    return read_json(f"{data_dir}/dataset.json")["fingerprint"]["train"]
+
+
 def _cache(args: argparse.Namespace) -> int:
     from reuse.cache import LogitCache
 
-    fingerprint = None
-    if args.data:
-        from reuse.io import read_json
-
-        fingerprint = read_json(f"{args.data}/dataset.json")["fingerprint"]["train"]
+    fingerprint = _train_fingerprint(args.data)
     c = LogitCache.open(args.path, fingerprint=fingerprint)
     m = c.meta
     print(f"{args.path}: {m['n']} examples x {m['num_views']} views x {m['num_classes']} classes, {m['dtype']}, "
@@ -60,11 +65,7 @@ def _cache(args: argparse.Namespace) -> int:
 def _scores(args: argparse.Namespace) -> int:
     from reuse.scores import ScoreTable
 
-    fingerprint = None
-    if args.data:
-        from reuse.io import read_json
-
-        fingerprint = read_json(f"{args.data}/dataset.json")["fingerprint"]["train"]
+    fingerprint = _train_fingerprint(args.data)
     t = ScoreTable.open(args.path, fingerprint=fingerprint)
     m = t.meta
     print(f"{args.path}: {m['n']} examples, scores {', '.join(m['scores'])} at epochs {m['epochs']}, "
