@@ -656,7 +656,9 @@ struct ConvPlan {
   int64_t K = 0;                  // positions of the reduction: Ho * Wp
   int64_t P = 0;                  // output positions Ho * Wo
   int64_t N = 0;                  // cin_g * kh * kw
-  bool ghost = false;
+  // Stride 1 only: the padded input grid of the shifted ghost norm.
+  int64_t Hq = 0, Wq = 0, Pq = 0;
+  enum Mode { kMaterialise, kGhost, kShiftGhost } mode = kMaterialise;
 
   explicit ConvPlan(const ConvGeometry& g, int64_t simd_lanes) : geo(g) {
     cin_g = g.in_channels / g.groups;
@@ -702,8 +704,23 @@ struct ConvPlan {
     K = Ho * Wp;
     P = Ho * Wo;
     N = cin_g * kh * kw;
-    const int64_t materialise = K * N * round_up(std::max<int64_t>(cout_g, 1), simd_lanes);
-    ghost = prefer_ghost(P, N, cout_g, materialise + /* unfolding */ 0);
+    // Multiply-adds per example and group of each method (see the top of the
+    // file); the cheapest wins.
+    const double materialise = static_cast<double>(K) * N * round_up(std::max<int64_t>(cout_g, 1), simd_lanes);
+    const double ghost = static_cast<double>(P) * P * (N + cout_g) + static_cast<double>(P) * (N + cout_g);
+    double shift_ghost = std::numeric_limits<double>::infinity();
+    if (g.stride[0] == 1 && g.stride[1] == 1) {
+      Hq = Ho + (kh - 1) * g.dilation[0];  // = H + 2 * padding
+      Wq = Wo + (kw - 1) * g.dilation[1];
+      Pq = Hq * Wq;
+      shift_ghost = static_cast<double>(Pq) * Pq * cin_g + static_cast<double>(P) * P * (cout_g + kh * kw) +
+          static_cast<double>(Pq) * cin_g;
+    }
+    if (shift_ghost < materialise && shift_ghost <= ghost) {
+      mode = kShiftGhost;
+    } else if (ghost < materialise) {
+      mode = kGhost;
+    }
   }
 
   // Offset, within one channel's block, of the B row of tap (th, tw).
@@ -890,6 +907,68 @@ GN_INLINE void unfold_group(const ConvPlan& pl, const scalar_t* x_first, T* u, i
   }
 }
 
+// sum over taps (th, tw) and output positions q = (h, w), q' = (h', w') of
+// GG[q][q'] * XX[(h + th dh) * Wq + w + tw dw][(h' + th dh) * Wq + w' + tw dw]:
+// rows of w' are contiguous in both, so the inner loop is a dot product of Wo.
+template <typename T>
+GN_INLINE double shifted_gram_dot_impl(
+    int64_t Ho, int64_t Wo, int64_t Wq, int64_t kh, int64_t kw, int64_t dh, int64_t dw, const T* gg, int64_t ldg,
+    const T* xx, int64_t ldx) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::L;
+  double total = 0.0;
+  for (int64_t th = 0; th < kh; ++th) {
+    for (int64_t tw = 0; tw < kw; ++tw) {
+      const int64_t off = th * dh * Wq + tw * dw;
+      for (int64_t h = 0; h < Ho; ++h) {
+        V acc = V{};
+        T tail = T(0);
+        for (int64_t w = 0; w < Wo; ++w) {
+          const T* grow = gg + (h * Wo + w) * ldg;
+          const T* xrow = xx + (h * Wq + w + off) * ldx + off;
+          for (int64_t h2 = 0; h2 < Ho; ++h2) {
+            const T* gp2 = grow + h2 * Wo;
+            const T* xp2 = xrow + h2 * Wq;
+            int64_t w2 = 0;
+            for (; w2 + L <= Wo; w2 += L) {
+              acc += vload<T>(gp2 + w2) * vload<T>(xp2 + w2);
+            }
+            for (; w2 < Wo; ++w2) {
+              tail += gp2[w2] * xp2[w2];
+            }
+          }
+        }
+        total += vsum_double<T>(acc) + static_cast<double>(tail);
+      }
+    }
+  }
+  return total;
+}
+
+GN_CPU_CLONES double shifted_gram_dot_f32(
+    int64_t Ho, int64_t Wo, int64_t Wq, int64_t kh, int64_t kw, int64_t dh, int64_t dw, const float* gg, int64_t ldg,
+    const float* xx, int64_t ldx) {
+  return shifted_gram_dot_impl<float>(Ho, Wo, Wq, kh, kw, dh, dw, gg, ldg, xx, ldx);
+}
+
+GN_CPU_CLONES double shifted_gram_dot_f64(
+    int64_t Ho, int64_t Wo, int64_t Wq, int64_t kh, int64_t kw, int64_t dh, int64_t dw, const double* gg,
+    int64_t ldg, const double* xx, int64_t ldx) {
+  return shifted_gram_dot_impl<double>(Ho, Wo, Wq, kh, kw, dh, dw, gg, ldg, xx, ldx);
+}
+
+template <typename T>
+double shifted_gram_dot(const ConvPlan& pl, const T* gg, int64_t ldg, const T* xx, int64_t ldx) {
+  const ConvGeometry& g = pl.geo;
+  if constexpr (std::is_same_v<T, float>) {
+    return shifted_gram_dot_f32(g.out_size[0], g.out_size[1], pl.Wq, pl.kh, pl.kw, g.dilation[0], g.dilation[1], gg,
+                                ldg, xx, ldx);
+  } else {
+    return shifted_gram_dot_f64(g.out_size[0], g.out_size[1], pl.Wq, pl.kh, pl.kw, g.dilation[0], g.dilation[1], gg,
+                                ldg, xx, ldx);
+  }
+}
+
 template <typename scalar_t>
 void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, bool bias, at::Tensor& out) {
   using T = acc_type_t<scalar_t>;
@@ -903,9 +982,55 @@ void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, boo
   const scalar_t* gp = g.const_data_ptr<scalar_t>();
   T* o = out.mutable_data_ptr<T>();
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<const T*> rows(pl.ghost ? 0 : pl.N);
+    std::vector<const T*> rows(pl.mode == ConvPlan::kMaterialise ? pl.N : 0);
     std::vector<const T*> shifted;
-    if (pl.ghost) {
+    if (pl.mode == ConvPlan::kShiftGhost) {
+      // Gram matrices of the zero-padded input grid over input channels (XX,
+      // Pq x Pq) and of the output gradient over output channels (GG, P x P);
+      // ||W||^2 = sum over taps t of sum_{q,q'} GG[q][q'] XX[q + t][q' + t].
+      const int64_t Pqp = round_up(pl.Pq, L);
+      const int64_t Pp = round_up(P, L);
+      const int64_t H = geo.in_size[0], W = geo.in_size[1];
+      const int64_t ph = geo.padding[0], pw = geo.padding[1];
+      Buffer<T> xq(pl.cin_g * Pqp);
+      Buffer<T> gq(pl.cout_g * Pp);
+      Buffer<T> xx(pl.Pq * Pqp);
+      Buffer<T> gg(P * Pp);
+      std::vector<const T*> xrows(pl.Pq), grows(P);
+      for (int64_t r = 0; r < pl.Pq; ++r) {
+        xrows[r] = xq.data() + r;
+      }
+      for (int64_t q = 0; q < P; ++q) {
+        grows[q] = gq.data() + q;
+      }
+      for (int64_t b = b0; b < b1; ++b) {
+        double total = 0.0;
+        for (int64_t grp = 0; grp < G; ++grp) {
+          const scalar_t* xsrc = xp + (b * Cin + grp * pl.cin_g) * HWin;
+          for (int64_t c = 0; c < pl.cin_g; ++c) {
+            for (int64_t h = 0; h < H; ++h) {
+              T* dst = xq.data() + c * Pqp + (h + ph) * pl.Wq + pw;
+              const scalar_t* src = xsrc + (c * H + h) * W;
+              for (int64_t w = 0; w < W; ++w) {
+                dst[w] = to_acc<T>(src[w]);
+              }
+            }
+          }
+          const scalar_t* gsrc = gp + (b * Cout + grp * pl.cout_g) * P;
+          for (int64_t c = 0; c < pl.cout_g; ++c) {
+            for (int64_t j = 0; j < P; ++j) {
+              gq[c * Pp + j] = to_acc<T>(gsrc[c * P + j]);
+            }
+          }
+          panel_product<T>(pl.Pq, Pqp / L, pl.cin_g, xrows.data(), Pqp, xq.data(), Pqp, kStore, xx.data(), Pqp,
+                           nullptr, shifted);
+          panel_product<T>(P, Pp / L, pl.cout_g, grows.data(), Pp, gq.data(), Pp, kStore, gg.data(), Pp, nullptr,
+                           shifted);
+          total += shifted_gram_dot<T>(pl, gg.data(), Pp, xx.data(), Pqp);
+        }
+        o[b] = static_cast<T>(total);
+      }
+    } else if (pl.mode == ConvPlan::kGhost) {
       GhostWork<T> work;
       work.init(P, std::max(pl.N, pl.cout_g));
       const int64_t Pp = work.Pp;
