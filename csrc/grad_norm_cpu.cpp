@@ -5,8 +5,9 @@
 // loss with respect to the layer's output, and returns for every example b the
 // squared L2 norm of b's own gradient with respect to the layer's weight (and
 // bias). None of them forms the batched weight gradient; examples are
-// independent, so every op runs in parallel over examples (at::parallel_for),
-// each thread with its own small, cache-resident buffers.
+// independent, so every op runs in parallel over examples (at::parallel_for;
+// examples handed out dynamically, see parallel_examples), each thread with
+// its own small, cache-resident buffers.
 //
 // Weight gradients of linear layers over sequences and of convolutions
 // ----------------------------------------------------------------------
@@ -22,6 +23,9 @@
 //                  Gram matrix built from the Gram matrix XX of the padded
 //                  input grid (Pq positions, Cin channels): a_k . a_l =
 //                  sum over taps t of XX[k + t][l + t]       Pq^2 Cin + K^2 (Cout + taps)
+//   Winograd       (3x3, stride 1, dilation 1) W materialised with
+//                  F(3x3, 2x2) minimal filtering over 2x2 output tiles:
+//                  16 products per tile instead of 36         4 K Cin Cout + transforms
 //
 // All run on one micro-kernel, `panel_tile` below: an outer-product GEMM tile
 // C[n][o] = sum_k B[n][k] * P[k][o] that keeps 6 rows n x 2 vectors o (12
@@ -47,15 +51,22 @@
 // 8x8 register transposes). The ghost path unfolds (im2col, per example); both
 // ghost forms win when the spatial output is small relative to the channels
 // (the 8x8 stage of CIFAR ResNets: 2.8x fewer multiply-adds; short 1-D signals).
+// Winograd works channels-last (input and gradient transposed to positions x
+// channels) so its transforms run on vectors of channels, in blocks of tiles
+// whose transforms stay in L1 while the 16 products accumulate them.
 //
 // Measured on ResNet-20 shapes (one core of an AMD EPYC, AVX2, float32, batch
-// 128): this materialised form runs at 60-70 GFLOP/s, 80-90% of the core's
+// 128): the materialised form runs at 60-70 GFLOP/s, 80-90% of the core's
 // peak; a dot-product (inner-product) tile over the same shifted rows, which
-// needs horizontal sums per tile, reached 25-55 GFLOP/s. Over the 19
-// convolutions of ResNet-20 the norms take 0.55x the time of oneDNN's batched
-// weight-gradient kernels (at::convolution_backward, weight only) on the same
-// shapes. Buffers are zeroed once per thread: only data positions are
-// rewritten per example, so all padding stays zero.
+// needs horizontal sums per tile, reached 25-55 GFLOP/s. Winograd takes the
+// 32x32 and 16x16 stages (1.2-1.3x faster than materialised there: the
+// transforms and the short products eat part of the 2.25x), the shifted ghost
+// the 8x8 stage (2.2x faster), materialised the strided and 3-channel
+// convolutions. Over the 19 convolutions of ResNet-20 the norms take about
+// 0.5x the time of oneDNN's batched weight-gradient kernels
+// (at::convolution_backward, weight only) on the same shapes. Buffers are
+// zeroed once per thread: only data positions are rewritten per example, so
+// all padding stays zero.
 //
 // Accumulation: float32 for float32, float16 and bfloat16 inputs (the latter
 // two widened while being copied into the buffers), float64 for float64; the
@@ -77,6 +88,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -141,6 +153,37 @@ int64_t floor_div(int64_t a, int64_t b) {
 }
 
 int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+// Runs worker(take) on up to at::get_num_threads() threads (fewer when n /
+// min_per_thread is smaller). Each worker sets up its own buffers once, then
+// calls take(b0, b1) for the next chunk [b0, b1) of at most `chunk` examples
+// until it returns false. Chunks are handed out dynamically (an atomic
+// counter) rather than split evenly up front, so a thread that loses its core
+// for a while (a shared machine) does not hold up the others; the results do
+// not depend on which thread computes which example.
+template <typename Worker>
+void parallel_examples(int64_t n, int64_t chunk, int64_t min_per_thread, const Worker& worker) {
+  std::atomic<int64_t> next{0};
+  auto take = [&](int64_t& b0, int64_t& b1) -> bool {
+    b0 = next.fetch_add(chunk, std::memory_order_relaxed);
+    if (b0 >= n) {
+      return false;
+    }
+    b1 = std::min(n, b0 + chunk);
+    return true;
+  };
+  const int64_t threads = std::min<int64_t>(
+      at::get_num_threads(), std::max<int64_t>(1, n / std::max<int64_t>(min_per_thread, 1)));
+  if (threads <= 1 || at::in_parallel_region()) {
+    worker(take);
+    return;
+  }
+  at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      worker(take);
+    }
+  });
+}
 
 // Accumulation type: float for float / float16 / bfloat16, double for double.
 template <typename scalar_t>
@@ -504,11 +547,14 @@ void linear_rows_impl(const at::Tensor& a, const at::Tensor& g, bool bias, at::T
   const int64_t ldg = g.stride(0);
   T* o = out.mutable_data_ptr<T>();
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(Din + Dout, 1));
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const double sa = sum_squares<T>(ap + b * lda, Din);
-      const double sg = sum_squares<T>(gp + b * ldg, Dout);
-      o[b] = static_cast<T>(sa * sg + (bias ? sg : 0.0));
+  parallel_examples(B, grain, grain, [&](const auto& take) {
+    int64_t b0, b1;
+    while (take(b0, b1)) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const double sa = sum_squares<T>(ap + b * lda, Din);
+        const double sg = sum_squares<T>(gp + b * ldg, Dout);
+        o[b] = static_cast<T>(sa * sg + (bias ? sg : 0.0));
+      }
     }
   });
 }
@@ -537,86 +583,90 @@ void linear_seq_impl(const at::Tensor& a, const at::Tensor& g, bool bias, at::Te
   const int64_t Dr = panel_is_g ? Din : Dout;  // row features
   const int64_t Dpp = round_up(std::max<int64_t>(Dp, 1), L);
   const bool ghost = prefer_ghost(K, Din, Dout, K * Dr * Dpp);
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  parallel_examples(B, 1, 1, [&](const auto& take) {
     std::vector<const T*> rows;
     std::vector<const T*> shifted;
     Buffer<T> bias_acc(Dout);
+    // Ghost: transposed copies [features][positions] and the Gram matrices.
+    GhostWork<T> work;
+    Buffer<T> at_buf, gt_buf;
+    // Materialised: panel [K][Dpp] (the panel features, zero-padded) and row
+    // features [K][Dr] read through Dr pointers with stride Dr; copies only
+    // when the input cannot be read in place.
+    const bool direct_panel = std::is_same_v<scalar_t, T> && Dpp == Dp;
+    Buffer<T> panel, rowbuf, scratch;
     if (ghost) {
-      GhostWork<T> work;
       work.init(K, std::max(Din, Dout));
-      const int64_t Pp = work.Pp;
-      Buffer<T> at(Din * Pp);
-      Buffer<T> gt(Dout * Pp);
+      at_buf.reset(Din * work.Pp);
+      gt_buf.reset(Dout * work.Pp);
+    } else {
+      panel.reset(direct_panel ? 1 : K * Dpp);
+      rowbuf.reset(std::is_same_v<scalar_t, T> ? 1 : K * Dr);
+      scratch.reset(K > kBlockK ? Dr * Dpp : 1);
+      rows.resize(Dr);
+    }
+    int64_t b0, b1;
+    while (take(b0, b1)) {
       for (int64_t b = b0; b < b1; ++b) {
         const scalar_t* ab = ap + b * K * Din;
         const scalar_t* gb = gp + b * K * Dout;
-        // Transposed copies [features][positions].
-        for (int64_t k = 0; k < K; ++k) {
-          for (int64_t d = 0; d < Din; ++d) {
-            at[d * Pp + k] = to_acc<T>(ab[k * Din + d]);
+        double total;
+        if (ghost) {
+          const int64_t Pp = work.Pp;
+          for (int64_t k = 0; k < K; ++k) {
+            for (int64_t d = 0; d < Din; ++d) {
+              at_buf[d * Pp + k] = to_acc<T>(ab[k * Din + d]);
+            }
+            for (int64_t d = 0; d < Dout; ++d) {
+              gt_buf[d * Pp + k] = to_acc<T>(gb[k * Dout + d]);
+            }
           }
-          for (int64_t d = 0; d < Dout; ++d) {
-            gt[d * Pp + k] = to_acc<T>(gb[k * Dout + d]);
-          }
-        }
-        o[b] = static_cast<T>(work.run(at.data(), Din, gt.data(), Dout));
-      }
-    } else {
-      // Panel [K][Dpp] (the panel features, zero-padded) and row features
-      // [K][Dr] read through Dr pointers with stride Dr.
-      const bool direct_rows = std::is_same_v<scalar_t, T>;
-      const bool direct_panel = std::is_same_v<scalar_t, T> && Dpp == Dp;
-      Buffer<T> panel(direct_panel ? 1 : K * Dpp);
-      Buffer<T> rowbuf(direct_rows ? 1 : K * Dr);
-      Buffer<T> scratch(K > kBlockK ? Dr * Dpp : 1);
-      rows.resize(Dr);
-      for (int64_t b = b0; b < b1; ++b) {
-        const scalar_t* pb = (panel_is_g ? gp : ap) + b * K * Dp;
-        const scalar_t* rb = (panel_is_g ? ap : gp) + b * K * Dr;
-        const T* P;
-        const T* R;
-        if constexpr (std::is_same_v<scalar_t, T>) {
-          R = rb;
-          if (direct_panel) {
-            P = pb;
+          total = work.run(at_buf.data(), Din, gt_buf.data(), Dout);
+        } else {
+          const scalar_t* pb = panel_is_g ? gb : ab;
+          const scalar_t* rb = panel_is_g ? ab : gb;
+          const T* P;
+          const T* R;
+          if constexpr (std::is_same_v<scalar_t, T>) {
+            R = rb;
+            if (direct_panel) {
+              P = pb;
+            } else {
+              for (int64_t k = 0; k < K; ++k) {
+                std::memcpy(panel.data() + k * Dpp, pb + k * Dp, sizeof(T) * Dp);
+              }
+              P = panel.data();
+            }
           } else {
             for (int64_t k = 0; k < K; ++k) {
-              std::memcpy(panel.data() + k * Dpp, pb + k * Dp, sizeof(T) * Dp);
+              for (int64_t d = 0; d < Dp; ++d) {
+                panel[k * Dpp + d] = to_acc<T>(pb[k * Dp + d]);
+              }
+              for (int64_t d = 0; d < Dr; ++d) {
+                rowbuf[k * Dr + d] = to_acc<T>(rb[k * Dr + d]);
+              }
             }
             P = panel.data();
+            R = rowbuf.data();
           }
-        } else {
+          for (int64_t d = 0; d < Dr; ++d) {
+            rows[d] = R + d;
+          }
+          total = panel_product<T>(
+              Dr, Dpp / L, K, rows.data(), Dr, P, Dpp, kSumSq, scratch.data(), Dpp, scratch.data(), shifted);
+        }
+        if (bias) {
+          T* sb = bias_acc.data();
+          std::fill(sb, sb + Dout, T(0));
           for (int64_t k = 0; k < K; ++k) {
-            for (int64_t d = 0; d < Dp; ++d) {
-              panel[k * Dpp + d] = to_acc<T>(pb[k * Dp + d]);
-            }
-            for (int64_t d = 0; d < Dr; ++d) {
-              rowbuf[k * Dr + d] = to_acc<T>(rb[k * Dr + d]);
+            const scalar_t* row = gb + k * Dout;
+            for (int64_t d = 0; d < Dout; ++d) {
+              sb[d] += to_acc<T>(row[d]);
             }
           }
-          P = panel.data();
-          R = rowbuf.data();
+          total += sum_squares<T>(sb, Dout);
         }
-        for (int64_t d = 0; d < Dr; ++d) {
-          rows[d] = R + d;
-        }
-        o[b] = static_cast<T>(panel_product<T>(
-            Dr, Dpp / L, K, rows.data(), Dr, P, Dpp, kSumSq, scratch.data(), Dpp, scratch.data(),
-            shifted));
-      }
-    }
-    if (bias) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const scalar_t* gb = gp + b * K * Dout;
-        T* s = bias_acc.data();
-        std::fill(s, s + Dout, T(0));
-        for (int64_t k = 0; k < K; ++k) {
-          const scalar_t* row = gb + k * Dout;
-          for (int64_t d = 0; d < Dout; ++d) {
-            s[d] += to_acc<T>(row[d]);
-          }
-        }
-        o[b] = static_cast<T>(static_cast<double>(o[b]) + sum_squares<T>(s, Dout));
+        o[b] = static_cast<T>(total);
       }
     }
   });
@@ -667,7 +717,9 @@ struct ConvPlan {
   int64_t N = 0;                  // cin_g * kh * kw
   // Stride 1 only: the padded input grid of the shifted ghost norm.
   int64_t Hq = 0, Wq = 0, Pq = 0;
-  enum Mode { kMaterialise, kGhost, kShiftGhost } mode = kMaterialise;
+  // 3x3, stride 1, dilation 1 only: tiles of 2x2 outputs for Winograd F(3x3, 2x2).
+  int64_t Th = 0, Tw = 0, T = 0;
+  enum Mode { kMaterialise, kGhost, kShiftGhost, kWinograd } mode = kMaterialise;
 
   explicit ConvPlan(const ConvGeometry& g, int64_t simd_lanes) : geo(g) {
     cin_g = g.in_channels / g.groups;
@@ -725,9 +777,25 @@ struct ConvPlan {
       shift_ghost = static_cast<double>(Pq) * Pq * cin_g + static_cast<double>(P) * P * (cout_g + kh * kw) +
           static_cast<double>(Pq) * cin_g;
     }
-    if (shift_ghost < materialise && shift_ghost <= ghost) {
+    double winograd = std::numeric_limits<double>::infinity();
+    if (g.spatial_dims == 2 && kh == 3 && kw == 3 && g.stride[0] == 1 && g.stride[1] == 1 &&
+        g.dilation[0] == 1 && g.dilation[1] == 1) {
+      Th = (Ho + 1) / 2;
+      Tw = (Wo + 1) / 2;
+      T = Th * Tw;
+      const double cip = round_up(std::max<int64_t>(cin_g, 1), simd_lanes);
+      const double cop = round_up(std::max<int64_t>(cout_g, 1), simd_lanes);
+      // 16 products of [Cin x tiles] x [tiles x Cout], plus the transforms
+      // (about 64 multiply-add equivalents per tile and channel) and the
+      // output transform.
+      winograd = 16.0 * T * cip * cop + 64.0 * T * (cip + cop) + 32.0 * cip * cop;
+    }
+    const double best = std::min({materialise, ghost, shift_ghost, winograd});
+    if (winograd == best) {
+      mode = kWinograd;
+    } else if (shift_ghost == best) {
       mode = kShiftGhost;
-    } else if (ghost < materialise) {
+    } else if (ghost == best && ghost < materialise) {
       mode = kGhost;
     }
   }
@@ -978,6 +1046,189 @@ double shifted_gram_dot(const ConvPlan& pl, const T* gg, int64_t ldg, const T* x
   }
 }
 
+// ---------------------------------------------------------------- Winograd
+//
+// For a 3x3 convolution with stride 1 and dilation 1, example b's weight
+// gradient W[o][i][u][v] = sum_{h,w} g[o][h][w] x[i][h + u][w + v] (x on the
+// zero-padded grid) is a correlation of a large "filter" g with x giving a 3x3
+// result. Split the output positions into 2x2 tiles; each tile contributes a
+// 3x3 correlation of its 2x2 gradient tile with the 4x4 input tile under it,
+// which Winograd's minimal filtering F(3x3, 2x2) computes with 16 products
+// instead of 36:
+//
+//   W = A^T [ sum over tiles (G g_t G^T) * (B^T x_t B) ] A      (* elementwise)
+//
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 -1 0 1]   G = [1 0; .5 .5; .5 -.5; 0 1]
+//   A^T = [1 1 1 0; 0 1 -1 0; 0 1 1 1]
+//
+// The sum over tiles is 16 products [Cin x tiles] x [tiles x Cout] (one per
+// transformed position), 2.25x fewer multiply-adds than materialising W
+// directly; the transforms only add and halve, so float32 keeps its accuracy.
+// Inputs and gradients are first transposed channels-last (grid position x
+// channels), so every transform works on vectors of 8 channels.
+
+// Xt[e][t - t0][i] (e = 4 * xi + eta) for the tiles t0 <= t < t1 (tile t =
+// (a, b) = (t / Tw, t % Tw)): x tile rows r, columns c at
+// xg[(2a + r) * ldr + (2b + c) * Cp + i].
+template <typename T>
+GN_INLINE void winograd_x_impl(
+    const T* xg, int64_t t0, int64_t t1, int64_t Tw, int64_t ldr, int64_t Cp, T* xt, int64_t lde) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::L;
+  for (int64_t tt = t0; tt < t1; ++tt) {
+    const int64_t a = tt / Tw, b = tt % Tw, t = tt - t0;
+    {
+      for (int64_t i = 0; i < Cp; i += L) {
+        const T* base = xg + (2 * a) * ldr + (2 * b) * Cp + i;
+        V d[4][4];
+        for (int r = 0; r < 4; ++r) {
+          for (int c = 0; c < 4; ++c) {
+            d[r][c] = vload<T>(base + r * ldr + c * Cp);
+          }
+        }
+        // Rows: B^T d.
+        V e[4][4];
+        for (int c = 0; c < 4; ++c) {
+          e[0][c] = d[0][c] - d[2][c];
+          e[1][c] = d[1][c] + d[2][c];
+          e[2][c] = d[2][c] - d[1][c];
+          e[3][c] = d[3][c] - d[1][c];
+        }
+        // Columns: (B^T d) B.
+        T* out = xt + t * Cp + i;
+        for (int r = 0; r < 4; ++r) {
+          vstore<T>(out + (4 * r + 0) * lde, e[r][0] - e[r][2]);
+          vstore<T>(out + (4 * r + 1) * lde, e[r][1] + e[r][2]);
+          vstore<T>(out + (4 * r + 2) * lde, e[r][2] - e[r][1]);
+          vstore<T>(out + (4 * r + 3) * lde, e[r][3] - e[r][1]);
+        }
+      }
+    }
+  }
+}
+
+// Gt[e][t - t0][o]: gradient tile rows r, columns c at gg[(2a + r) * ldr + (2b + c) * Cp + o].
+template <typename T>
+GN_INLINE void winograd_g_impl(
+    const T* gg, int64_t t0, int64_t t1, int64_t Tw, int64_t ldr, int64_t Cp, T* gt, int64_t lde) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::L;
+  const V half = vbroadcast(T(0.5));
+  for (int64_t tt = t0; tt < t1; ++tt) {
+    const int64_t a = tt / Tw, b = tt % Tw, t = tt - t0;
+    {
+      for (int64_t o = 0; o < Cp; o += L) {
+        const T* base = gg + (2 * a) * ldr + (2 * b) * Cp + o;
+        const V g00 = vload<T>(base), g01 = vload<T>(base + Cp);
+        const V g10 = vload<T>(base + ldr), g11 = vload<T>(base + ldr + Cp);
+        // Rows: G g (4 x 2).
+        V e[4][2];
+        e[0][0] = g00;
+        e[0][1] = g01;
+        e[1][0] = (g00 + g10) * half;
+        e[1][1] = (g01 + g11) * half;
+        e[2][0] = (g00 - g10) * half;
+        e[2][1] = (g01 - g11) * half;
+        e[3][0] = g10;
+        e[3][1] = g11;
+        // Columns: (G g) G^T (4 x 4).
+        T* out = gt + t * Cp + o;
+        for (int r = 0; r < 4; ++r) {
+          vstore<T>(out + (4 * r + 0) * lde, e[r][0]);
+          vstore<T>(out + (4 * r + 1) * lde, (e[r][0] + e[r][1]) * half);
+          vstore<T>(out + (4 * r + 2) * lde, (e[r][0] - e[r][1]) * half);
+          vstore<T>(out + (4 * r + 3) * lde, e[r][1]);
+        }
+      }
+    }
+  }
+}
+
+// sum over i < N and the Cp output channels of ||A^T M[.][i][o] A||^2, with
+// M[e][i][o] at m[e * lde + i * Cp + o] (columns beyond Cout are zero).
+template <typename T>
+GN_INLINE double winograd_out_impl(const T* m, int64_t N, int64_t Cp, int64_t lde) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t L = Simd<T>::L;
+  double total = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    V acc = V{};
+    for (int64_t o = 0; o < Cp; o += L) {
+      const T* base = m + i * Cp + o;
+      V mm[4][4];
+      for (int r = 0; r < 4; ++r) {
+        for (int c = 0; c < 4; ++c) {
+          mm[r][c] = vload<T>(base + (4 * r + c) * lde);
+        }
+      }
+      // Rows: A^T M (3 x 4).
+      V e[3][4];
+      for (int c = 0; c < 4; ++c) {
+        e[0][c] = mm[0][c] + mm[1][c] + mm[2][c];
+        e[1][c] = mm[1][c] - mm[2][c];
+        e[2][c] = mm[1][c] + mm[2][c] + mm[3][c];
+      }
+      // Columns: (A^T M) A (3 x 3), squared.
+      for (int r = 0; r < 3; ++r) {
+        const V w0 = e[r][0] + e[r][1] + e[r][2];
+        const V w1 = e[r][1] - e[r][2];
+        const V w2 = e[r][1] + e[r][2] + e[r][3];
+        acc += w0 * w0 + w1 * w1 + w2 * w2;
+      }
+    }
+    total += vsum_double<T>(acc);
+  }
+  return total;
+}
+
+GN_CPU_CLONES void winograd_x_f32(
+    const float* xg, int64_t t0, int64_t t1, int64_t Tw, int64_t ldr, int64_t Cp, float* xt, int64_t lde) {
+  winograd_x_impl<float>(xg, t0, t1, Tw, ldr, Cp, xt, lde);
+}
+GN_CPU_CLONES void winograd_x_f64(
+    const double* xg, int64_t t0, int64_t t1, int64_t Tw, int64_t ldr, int64_t Cp, double* xt, int64_t lde) {
+  winograd_x_impl<double>(xg, t0, t1, Tw, ldr, Cp, xt, lde);
+}
+GN_CPU_CLONES void winograd_g_f32(
+    const float* gg, int64_t t0, int64_t t1, int64_t Tw, int64_t ldr, int64_t Cp, float* gt, int64_t lde) {
+  winograd_g_impl<float>(gg, t0, t1, Tw, ldr, Cp, gt, lde);
+}
+GN_CPU_CLONES void winograd_g_f64(
+    const double* gg, int64_t t0, int64_t t1, int64_t Tw, int64_t ldr, int64_t Cp, double* gt, int64_t lde) {
+  winograd_g_impl<double>(gg, t0, t1, Tw, ldr, Cp, gt, lde);
+}
+GN_CPU_CLONES double winograd_out_f32(const float* m, int64_t N, int64_t Cp, int64_t lde) {
+  return winograd_out_impl<float>(m, N, Cp, lde);
+}
+GN_CPU_CLONES double winograd_out_f64(const double* m, int64_t N, int64_t Cp, int64_t lde) {
+  return winograd_out_impl<double>(m, N, Cp, lde);
+}
+
+template <typename T>
+struct Winograd {
+  static void x(const T* xg, int64_t t0, int64_t t1, int64_t Tw, int64_t ldr, int64_t Cp, T* xt, int64_t lde) {
+    if constexpr (std::is_same_v<T, float>) {
+      winograd_x_f32(xg, t0, t1, Tw, ldr, Cp, xt, lde);
+    } else {
+      winograd_x_f64(xg, t0, t1, Tw, ldr, Cp, xt, lde);
+    }
+  }
+  static void g(const T* gg, int64_t t0, int64_t t1, int64_t Tw, int64_t ldr, int64_t Cp, T* gt, int64_t lde) {
+    if constexpr (std::is_same_v<T, float>) {
+      winograd_g_f32(gg, t0, t1, Tw, ldr, Cp, gt, lde);
+    } else {
+      winograd_g_f64(gg, t0, t1, Tw, ldr, Cp, gt, lde);
+    }
+  }
+  static double out(const T* m, int64_t N, int64_t Cp, int64_t lde) {
+    if constexpr (std::is_same_v<T, float>) {
+      return winograd_out_f32(m, N, Cp, lde);
+    } else {
+      return winograd_out_f64(m, N, Cp, lde);
+    }
+  }
+};
+
 template <typename scalar_t>
 void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, bool bias, at::Tensor& out) {
   using T = acc_type_t<scalar_t>;
@@ -990,10 +1241,96 @@ void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, boo
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* gp = g.const_data_ptr<scalar_t>();
   T* o = out.mutable_data_ptr<T>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  // Adds the bias term (the squared norm of g summed over positions) and stores.
+  auto finish = [&](int64_t b, double total) {
+    if (bias) {
+      for (int64_t c = 0; c < Cout; ++c) {
+        const scalar_t* row = gp + (b * Cout + c) * P;
+        T lanes[8] = {};
+        int64_t j = 0;
+        for (; j + 8 <= P; j += 8) {
+#pragma GCC unroll 8
+          for (int l = 0; l < 8; ++l) {
+            lanes[l] += to_acc<T>(row[j + l]);
+          }
+        }
+        double sum = 0.0;
+        for (; j < P; ++j) {
+          sum += static_cast<double>(to_acc<T>(row[j]));
+        }
+        for (int l = 0; l < 8; ++l) {
+          sum += static_cast<double>(lanes[l]);
+        }
+        total += sum * sum;
+      }
+    }
+    o[b] = static_cast<T>(total);
+  };
+  parallel_examples(B, 1, 1, [&](const auto& take) {
     std::vector<const T*> rows(pl.mode == ConvPlan::kMaterialise ? pl.N : 0);
     std::vector<const T*> shifted;
-    if (pl.mode == ConvPlan::kShiftGhost) {
+    if (pl.mode == ConvPlan::kWinograd) {
+      // Channels-last copies: the padded input grid xg [(2 Th + 2) x (2 Tw + 2)]
+      // positions x Cip channels and the output gradient gg [2 Th x 2 Tw] x Cp
+      // (zero borders and odd edges stay zero); their transforms xt [16][T][Cip]
+      // and gt [16][T][Cp]; the 16 products m [16][cin_g][Cp].
+      const int64_t Cip = round_up(std::max<int64_t>(pl.cin_g, 1), L);
+      const int64_t Cp = round_up(std::max<int64_t>(pl.cout_g, 1), L);
+      const int64_t H = geo.in_size[0], W = geo.in_size[1];
+      const int64_t Ho = geo.out_size[0], Wo = geo.out_size[1];
+      const int64_t ph = geo.padding[0], pw = geo.padding[1];
+      const int64_t Gw = 2 * pl.Tw + 2;
+      const int64_t ldx = Gw * Cip;             // grid row of xg
+      const int64_t ldg = 2 * pl.Tw * Cp;       // grid row of gg
+      // Tiles go in blocks whose transforms (16 x kTiles x channels) stay in
+      // L1/L2 while the 16 products accumulate them into m.
+      constexpr int64_t kBlockBytes = 32768;
+      const int64_t TB = std::min<int64_t>(
+          pl.T, std::clamp<int64_t>(kBlockBytes / (16 * (Cip + Cp) * static_cast<int64_t>(sizeof(T))), 4, 256));
+      const int64_t ex = TB * Cip, eg = TB * Cp, em = pl.cin_g * Cp;
+      Buffer<T> xg((2 * pl.Th + 2) * ldx);
+      Buffer<T> gg(2 * pl.Th * ldg);
+      Buffer<T> xt(16 * ex);
+      Buffer<T> gt(16 * eg);
+      Buffer<T> m(16 * em);
+      std::vector<const T*> xrows(pl.cin_g);
+      for (int64_t b0, b1; take(b0, b1);) for (int64_t b = b0; b < b1; ++b) {
+        double total = 0.0;
+        for (int64_t grp = 0; grp < G; ++grp) {
+          const scalar_t* xsrc = xp + (b * Cin + grp * pl.cin_g) * HWin;
+          for (int64_t h = 0; h < H; ++h) {
+            // Only the rows and columns the tiles read (the grid may be smaller
+            // than the padded input when the output does not reach its end).
+            const int64_t r = h + ph;
+            if (r >= 2 * pl.Th + 2) {
+              break;
+            }
+            const int64_t wn = std::min<int64_t>(W, Gw - pw);
+            if (wn > 0) {
+              transpose<T>(xsrc + h * W, H * W, pl.cin_g, wn, xg.data() + r * ldx + pw * Cip, Cip);
+            }
+          }
+          const scalar_t* gsrc = gp + (b * Cout + grp * pl.cout_g) * P;
+          for (int64_t h = 0; h < Ho; ++h) {
+            transpose<T>(gsrc + h * Wo, P, pl.cout_g, Wo, gg.data() + h * ldg, Cp);
+          }
+          for (int64_t t0 = 0; t0 < pl.T; t0 += TB) {
+            const int64_t t1 = std::min(pl.T, t0 + TB);
+            Winograd<T>::x(xg.data(), t0, t1, pl.Tw, ldx, Cip, xt.data(), ex);
+            Winograd<T>::g(gg.data(), t0, t1, pl.Tw, ldg, Cp, gt.data(), eg);
+            for (int64_t e = 0; e < 16; ++e) {
+              for (int64_t i = 0; i < pl.cin_g; ++i) {
+                xrows[i] = xt.data() + e * ex + i;
+              }
+              panel_product<T>(pl.cin_g, Cp / L, t1 - t0, xrows.data(), Cip, gt.data() + e * eg, Cp,
+                               t0 == 0 ? kStore : kAdd, m.data() + e * em, Cp, nullptr, shifted);
+            }
+          }
+          total += Winograd<T>::out(m.data(), pl.cin_g, Cp, em);
+        }
+        finish(b, total);
+      }
+    } else if (pl.mode == ConvPlan::kShiftGhost) {
       // Gram matrices of the zero-padded input grid over input channels (XX,
       // Pq x Pq) and of the output gradient over output channels (GG, P x P);
       // ||W||^2 = sum over taps t of sum_{q,q'} GG[q][q'] XX[q + t][q' + t].
@@ -1012,7 +1349,7 @@ void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, boo
       for (int64_t q = 0; q < P; ++q) {
         grows[q] = gq.data() + q;
       }
-      for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t b0, b1; take(b0, b1);) for (int64_t b = b0; b < b1; ++b) {
         double total = 0.0;
         for (int64_t grp = 0; grp < G; ++grp) {
           const scalar_t* xsrc = xp + (b * Cin + grp * pl.cin_g) * HWin;
@@ -1037,7 +1374,7 @@ void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, boo
                            shifted);
           total += shifted_gram_dot<T>(pl, gg.data(), Pp, xx.data(), Pqp);
         }
-        o[b] = static_cast<T>(total);
+        finish(b, total);
       }
     } else if (pl.mode == ConvPlan::kGhost) {
       GhostWork<T> work;
@@ -1045,7 +1382,7 @@ void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, boo
       const int64_t Pp = work.Pp;
       Buffer<T> u(pl.N * Pp);
       Buffer<T> gg(pl.cout_g * Pp);
-      for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t b0, b1; take(b0, b1);) for (int64_t b = b0; b < b1; ++b) {
         double total = 0.0;
         for (int64_t grp = 0; grp < G; ++grp) {
           unfold_group<T>(pl, xp + (b * Cin + grp * pl.cin_g) * HWin, u.data(), Pp);
@@ -1057,7 +1394,7 @@ void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, boo
           }
           total += work.run(u.data(), pl.N, gg.data(), pl.cout_g);
         }
-        o[b] = static_cast<T>(total);
+        finish(b, total);
       }
     } else {
       const int64_t Cp = round_up(std::max<int64_t>(pl.cout_g, 1), L);
@@ -1071,7 +1408,7 @@ void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, boo
           }
         }
       }
-      for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t b0, b1; take(b0, b1);) for (int64_t b = b0; b < b1; ++b) {
         double total = 0.0;
         for (int64_t grp = 0; grp < G; ++grp) {
           const scalar_t* xsrc = xp + (b * Cin + grp * pl.cin_g) * HWin;
@@ -1083,32 +1420,7 @@ void conv_impl(const ConvPlan& pl, const at::Tensor& x, const at::Tensor& g, boo
               pl.N, Cp / L, pl.K, rows.data(), 1, gt.data(), Cp, kSumSq, scratch.data(), Cp,
               scratch.data(), shifted);
         }
-        o[b] = static_cast<T>(total);
-      }
-    }
-    if (bias) {
-      for (int64_t b = b0; b < b1; ++b) {
-        double total = static_cast<double>(o[b]);
-        for (int64_t c = 0; c < Cout; ++c) {
-          const scalar_t* row = gp + (b * Cout + c) * P;
-          T lanes[8] = {};
-          int64_t j = 0;
-          for (; j + 8 <= P; j += 8) {
-#pragma GCC unroll 8
-            for (int l = 0; l < 8; ++l) {
-              lanes[l] += to_acc<T>(row[j + l]);
-            }
-          }
-          double s = 0.0;
-          for (; j < P; ++j) {
-            s += static_cast<double>(to_acc<T>(row[j]));
-          }
-          for (int l = 0; l < 8; ++l) {
-            s += static_cast<double>(lanes[l]);
-          }
-          total += s * s;
-        }
-        o[b] = static_cast<T>(total);
+        finish(b, total);
       }
     }
   });
@@ -1279,7 +1591,7 @@ void affine_impl(
     }
   };
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(C * S, 1));
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+  parallel_examples(B, grain, grain, [&](const auto& take) {
     // Conversion buffers (half precision or strided rows) and, for the
     // channels-contiguous layout, per-channel partial sums folded into double
     // every kFoldCols positions.
@@ -1288,7 +1600,7 @@ void affine_impl(
     std::vector<T> gbuf(rowlen), xbuf(weight ? rowlen : 0);
     std::vector<T> aw(s_unit ? 0 : C), ab(s_unit ? 0 : C);
     std::vector<double> dw(s_unit ? 0 : C), db(s_unit ? 0 : C);
-    for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t b0, b1; take(b0, b1);) for (int64_t b = b0; b < b1; ++b) {
       double total = 0.0;
       if (s_unit) {
         for (int64_t c = 0; c < C; ++c) {
@@ -1381,10 +1693,10 @@ void embedding_impl(
   const scalar_t* gp = g.const_data_ptr<scalar_t>();
   T* o = out.mutable_data_ptr<T>();
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(Tn * D, 1));
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+  parallel_examples(B, grain, grain, [&](const auto& take) {
     std::vector<std::pair<int64_t, int64_t>> order(Tn);
     std::vector<T> sum(D);
-    for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t b0, b1; take(b0, b1);) for (int64_t b = b0; b < b1; ++b) {
       for (int64_t t = 0; t < Tn; ++t) {
         order[t] = {static_cast<int64_t>(ip[b * Tn + t]), t};
       }

@@ -73,7 +73,11 @@ def check(out, ref, dtype, device):
 CONV_CASES = {
     # 2-D
     "resnet_stage1": (2, 16, 16, (32, 32), 3, 1, 1, 1, 1),
+    "resnet_stage2": (2, 32, 32, (16, 16), 3, 1, 1, 1, 1),
     "resnet_stage3": (3, 64, 64, (8, 8), 3, 1, 1, 1, 1),
+    "winograd_odd_out": (2, 24, 24, (9, 7), 3, 1, 1, 1, 1),
+    "winograd_no_padding": (2, 24, 16, (10, 11), 3, 1, 0, 1, 1),
+    "winograd_pad2_groups": (2, 32, 32, (6, 6), 3, 1, 2, 1, 2),
     "resnet_down": (3, 16, 32, (16, 16), 3, 2, 1, 1, 1),
     "first_rgb": (2, 3, 16, (11, 13), 3, 1, 1, 1, 1),
     "batch1_odd": (1, 5, 7, (9, 7), 3, 1, 1, 1, 1),
@@ -126,7 +130,9 @@ def test_conv_matches_reference(case, dtype, bias, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("case", ["resnet_stage1", "resnet_down", "ghost_small_out", "cnn1d_mid"])
+@pytest.mark.parametrize(
+    "case", ["resnet_stage1", "winograd_odd_out", "resnet_down", "resnet_stage3", "ghost_small_out", "cnn1d_mid"]
+)
 def test_conv_half_precision(case, dtype, device):
     x, g, args = conv_inputs(case, dtype, device)
     out = ops.conv_sq_norms(x, g, *args, True, backend="compiled")
