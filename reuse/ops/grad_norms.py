@@ -40,8 +40,9 @@ or the pure-PyTorch references of :mod:`reuse.ops.grad_norm_reference` when
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -88,10 +89,13 @@ class UnsupportedLayerError(ReuseError, TypeError):
 
 def _kernel(name: str, device: torch.device, backend: str | None):
     """The compiled op when it has a kernel for ``device``, else the reference."""
-    if backend is None:
-        backend = BACKEND
+    return _kernel_for(name, device.type, BACKEND if backend is None else backend)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_for(name: str, device_type: str, backend: str):
     if backend == "compiled" and BACKEND == "compiled":
-        key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+        key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
         if key is not None and _has_kernel(f"reuse::{name}", key):
             return getattr(torch.ops.reuse, name).default
     return _REFERENCES[name]
