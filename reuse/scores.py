@@ -21,6 +21,7 @@ epoch, value, std, n_runs``) whose fingerprint :class:`ScoreTable` checks on ope
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -119,7 +120,7 @@ def checkpoint_scores(model: torch.nn.Module, data, names: Iterable[str], *, bat
     for x, y, idx in data.batches(batch_size):
         x, y = x.to(device), y.to(device)
         counter = FlopCounterMode(display=False) if x.shape[0] not in flops else None
-        with counter if counter is not None else _null():
+        with counter if counter is not None else contextlib.nullcontext():
             if "grand" in names:
                 out["grand"][idx.numpy()] = ops.per_example_grad_norms(model, x, y).float().cpu().numpy()
             if any(k != "grand" for k in names):
@@ -135,14 +136,6 @@ def checkpoint_scores(model: torch.nn.Module, data, names: Iterable[str], *, bat
             flops[x.shape[0]] = counter.get_total_flops()
         total_flops += flops[x.shape[0]]
     return out, {"time_s": time.perf_counter() - t0, "flops": int(total_flops)}
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def score_run(run_dir: str | Path, data, *, epochs: list[int], names: list[str], batch_size: int,
