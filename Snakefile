@@ -40,6 +40,8 @@ include: "rules/baseline.smk"
 include: "rules/kd.smk"
 include: "rules/scores.smk"
 include: "rules/data_methods.smk"
+# @adv-include
+# @weights-include
 include: "rules/report.smk"
 
 

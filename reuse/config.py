@@ -148,6 +148,8 @@ def _semantic_problems(config: dict) -> list[str]:
             problems.append(f"{where}.schedule.milestones: {late} lie beyond epochs={r['epochs']}")
     problems += _kd_problems(config)
     problems += _score_problems(config)
+    # @adv-problems
+    # @weights-problems
     c = config["cache"]
     if not c["dense"] and not c["topk"]:
         problems.append("cache: dense is false and topk is 0, so nothing would be cached; set one of them")

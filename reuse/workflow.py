@@ -372,6 +372,9 @@ def train_data_method(*, data_dir: str, method: str, variant: str, cfg: dict, mo
                   algorithms=[algo], reused=reused, method_cfg=cfg)
 
 
+# @adv-workflow
+
+
 def study_table(*, runs_csv: str, baseline_csv: str, method: str, out_csv: str) -> None:
     """Aggregate a data method's runs per setting (mean, std, n over seeds), beside the baseline."""
     import pandas as pd
@@ -402,6 +405,9 @@ def study_table(*, runs_csv: str, baseline_csv: str, method: str, out_csv: str) 
 
 
 # ----------------------------------------------------------------------------- report
+# @weights-workflow
+
+
 def report(*, results: str, config: dict | None = None, out_dir: str | None = None) -> dict[str, Any]:
     """The summary table (``<results>/summary.parquet``, ``.csv``) and the report pages from every run
     under ``results``; with ``config``, every run it declares that did not finish is shown missing."""
