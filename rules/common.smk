@@ -42,11 +42,14 @@ SCORE_MODEL = config["scores"]["model"]
 SCORE_DATASETS = score_datasets(config)
 METHOD_VARIANTS = {m: list(method_variants(config, m)) for m in DATA_METHODS}
 
+# @adv-common
+# @weights-common
+
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     model="|".join(config["models"]),
-    method="|".join(("baseline", "kd") + DATA_METHODS),
+    method="|".join(("baseline", "kd") + DATA_METHODS + ("adv", "warm", "soup", "averaging")),
     seed=r"\d+",
     epoch=r"\d+",
 
