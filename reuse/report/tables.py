@@ -228,13 +228,19 @@ def fmt_cost(v: float, axis: str) -> str:
     return f"{v:.3g} s" if axis.startswith("time") else f"{v:.3g} FLOPs"
 
 
+def _absent(v: Any) -> bool:
+    """None, or the NaN a pandas round trip turns None into."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def statement(r: dict) -> str:
     """The sentence the recommendations page prints for one budget range."""
     axis = r["axis"]
     rng = f"from {fmt_cost(r['budget_lo'], axis)}" + (
         f" up to {fmt_cost(r['budget_hi'], axis)}" if not math.isinf(r["budget_hi"]) else " upwards")
-    if r["recommended"] is None:
-        return (f"{rng}: no method is shown to work and no baseline fits: the highest mean is "
+    if _absent(r["recommended"]):
+        return (f"{rng}: no baseline fits this budget and no method within it is shown better than its "
+                f"baseline: the highest mean is "
                 f"{r['highest_mean']} ({fmt_acc(r['highest_mean_acc'])}), whose comparison with its baseline says "
                 f"'{r['highest_mean_verdict']}'.")
     if r["no_method_beats_baseline"]:
@@ -248,7 +254,7 @@ def statement(r: dict) -> str:
          f"{fmt_ci(r['recommended_acc_lo'], r['recommended_acc_hi'])}, {r['recommended_n_of']}), "
          f"{100 * r['diff_mean']:+.2f} points over its own baseline, 95% CI "
          f"{fmt_ci(r['diff_lo'], r['diff_hi'], signed=True)}: better.")
-    if r["best_baseline"] is not None and r["best_baseline"] != r["recommended"]:
+    if not _absent(r["best_baseline"]) and r["best_baseline"] != r["recommended"]:
         s += f" The best baseline within this budget is {r['best_baseline']} ({fmt_acc(r['best_baseline_acc'])})."
     return s
 

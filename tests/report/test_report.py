@@ -132,6 +132,9 @@ def test_recommendations_agree_with_the_summary_table(toy):
     assert [(r["budget_lo"], r["recommended"]) for r in full] == [
         (3.0, None), (10.0, "baseline (small)"), (15.0, "warmstart/w (small)"), (40.0, "baseline (big)")]
     assert [r["no_method_beats_baseline"] for r in full] == [True, True, False, True]
+    # below the cheapest baseline nothing is recommended, and the sentence says why (no "nan")
+    assert full[0]["statement"].startswith("from 3 s up to 10 s: no baseline fits this budget")
+    assert "solo/x (small)" in full[0]["statement"] and "nan" not in full[0]["statement"]
     assert full[2]["statement"].startswith("from 15 s up to 40 s: use warmstart/w (small) (76.25%")
     assert "better" in full[2]["statement"]
     assert "no method beats the baseline; use baseline (big)" in full[3]["statement"]
