@@ -59,6 +59,48 @@ def frontier_data(aggs: pd.DataFrame) -> pd.DataFrame:
     return _clean(pd.DataFrame(rows))
 
 
+FRONTIER_HEIGHT = 440
+LABELLED = ("baseline", "selected", "frontier")
+
+
+def place_labels(data: pd.DataFrame, width: int = WIDTH, height: int = FRONTIER_HEIGHT,
+                 char_px: float = 5.6, line_px: float = 12.0) -> pd.Series:
+    """The y (accuracy units) at which each labelled point's label is drawn, so that labels do not
+    overlap: per cost axis, points are mapped to approximate pixels (log x, linear y, both spanning
+    the data and its intervals, as the chart's scales do) and each label, in order of accuracy,
+    takes the first vertical offset from its point whose box hits no label placed before it.
+    Unlabelled points get NaN."""
+    out = pd.Series(np.nan, index=data.index, dtype=float)
+    if data.empty:
+        return out
+    for _, g in data.groupby("axis"):
+        cost = pd.to_numeric(g["cost"], errors="coerce")
+        lows = pd.concat([cost, pd.to_numeric(g.get("cost_lo"), errors="coerce")]).where(lambda v: v > 0).dropna()
+        highs = pd.concat([cost, pd.to_numeric(g.get("cost_hi"), errors="coerce")]).dropna()
+        accs = pd.concat([g["acc"], g.get("acc_lo"), g.get("acc_hi")]).astype(float).dropna()
+        if lows.empty or accs.empty:
+            continue
+        lx0, lx1 = math.log10(lows.min()), math.log10(max(highs.max(), lows.min() * 1.0001))
+        a0, a1 = accs.min(), max(accs.max(), accs.min() + 1e-9)
+        px_per_acc = height / (a1 - a0)
+        placed: list[tuple[float, float, float, float]] = []
+        rows = g[g["role"].isin(LABELLED)].sort_values("acc", ascending=False)
+        for i, r in rows.iterrows():
+            if not (r["cost"] > 0):
+                continue
+            x = width * (math.log10(r["cost"]) - lx0) / (lx1 - lx0) + 8
+            y = height * (r["acc"] - a0) / (a1 - a0)  # pixels up from the bottom
+            w = char_px * len(str(r["label"]))
+            for k in range(40):  # offsets +6, -8, +20, -22, ... pixels
+                dy = 6 + 14 * (k // 2) if k % 2 == 0 else -(8 + 14 * (k // 2))
+                box = (x, y + dy - line_px / 2, x + w, y + dy + line_px / 2)
+                if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                    break
+            placed.append(box)
+            out[i] = r["acc"] + dy / px_per_acc
+    return out
+
+
 def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: str = "time_full",
                    title: str = "") -> alt.Chart:
     """Accuracy against cost, every finished aggregate with its 95% intervals (accuracy and cost),
@@ -66,6 +108,7 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
     data = frontier_data(aggs)
     if data.empty:
         return _empty("no finished runs to place on the frontier")
+    data["label_y"] = place_labels(data)
     base = alt.Chart(data)
     if axis is None:
         pick = alt.param(name="cost_axis", value=default_axis,
@@ -98,9 +141,14 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
         shape=alt.Shape("role:N", title="role", scale=alt.Scale(domain=list(ROLE_SHAPES),
                                                                 range=list(ROLE_SHAPES.values()))),
         opacity=opacity, tooltip=tooltip).add_params(legend_sel)
-    labels = base.transform_filter("datum.on_frontier || datum.role == 'baseline' || datum.role == 'selected'") \
-        .mark_text(align="left", dx=8, dy=-6, fontSize=10).encode(x=alt.X("cost:Q"), y=alt.Y("acc:Q"), text="label:N")
-    return alt.layer(front, yerr, xerr, points, labels).properties(width=WIDTH, height=380, title=title)
+    # labels of the baselines, the selected and the Pareto-optimal points, moved apart (place_labels)
+    labels = base.transform_filter("isValid(datum.label_y)").mark_text(
+        align="left", baseline="middle", dx=8, fontSize=10).encode(
+        x=alt.X("cost:Q"), y=alt.Y("label_y:Q"), text="label:N", opacity=opacity)
+    leaders = base.transform_filter("isValid(datum.label_y)").mark_rule(color="#999", strokeWidth=0.6).encode(
+        x=alt.X("cost:Q"), y=alt.Y("acc:Q"), y2="label_y:Q", opacity=opacity)
+    return alt.layer(front, yerr, xerr, leaders, points, labels).properties(width=WIDTH, height=FRONTIER_HEIGHT,
+                                                                            title=title)
 
 
 # ----------------------------------------------------------------------------- per-method charts

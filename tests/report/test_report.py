@@ -220,3 +220,20 @@ def test_without_a_config_only_what_exists_is_known(toy, tmp_path):
     assert set(runs["status"]) == {"ok", "failed"}  # the failed folder is found; seed 3 of keep70 is unknown
     assert len(runs) == 4 * 7 + 1 - 1  # all but the missing seed 3 of keep70
     assert (tmp_path / "pages" / "index.html").exists()
+
+
+def test_frontier_labels_do_not_overlap():
+    """Eight labelled points on top of each other get eight distinct label rows; dominated points get none."""
+    import numpy as np
+
+    from reuse.report.charts import place_labels
+
+    n = 8
+    data = pd.DataFrame({"axis": "time_full", "cost": [100.0 + i for i in range(n)] + [50.0],
+                         "cost_lo": np.nan, "cost_hi": np.nan, "acc": [0.9] * n + [0.5],
+                         "acc_lo": np.nan, "acc_hi": np.nan, "label": [f"method/variant_{i} (model)" for i in range(n)]
+                         + ["x"], "role": ["frontier"] * n + ["dominated"]})
+    y = place_labels(data, width=600, height=400)
+    assert y.iloc[:n].notna().all() and math.isnan(y.iloc[n])
+    px = sorted((y.iloc[:n] - 0.5) / 0.4 * 400)  # accuracy span 0.5..0.9 over 400 px
+    assert min(b - a for a, b in zip(px, px[1:])) >= 12 - 1e-6  # one text line apart at least
