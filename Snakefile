@@ -12,8 +12,10 @@
 #   R/{dataset}/{student}/kd/{variant}/s{seed}/       one distilled run (rules/kd.smk): same files
 #   R/{dataset}/scores.parquet, scores.json           scores averaged over past runs  (rules/scores.smk)
 #   R/{dataset}/{model}/{method}/{variant}/s{seed}/   prune, curriculum, reweight runs (rules/data_methods.smk)
+#   R/{dataset}/{model}/warm|soup|averaging/{variant}/s{seed}/  warm starts, soups, SWA/EMA runs (rules/weights.smk)
 #   R/{dataset}/baselines.csv, kd.csv, prune.csv...   one row per run
-#   R/{dataset}/studies/*.csv                         keep-fraction, curriculum, score-agreement studies
+#   R/{dataset}/studies/*.csv                         keep-fraction, curriculum, score-agreement studies;
+#                                                     warm.csv: warm starts, soups, averaging vs baseline
 #   R/summary.parquet, summary.csv                    every run and method aggregate  (rules/report.smk)
 #   R/report/index.html, ..., figures/*.png|svg       the offline report pages and key figures
 # Logs sit next to their outputs (*.log).
@@ -46,6 +48,7 @@ include: "rules/report.smk"
 
 
 rule all:
+include: "rules/weights.smk"
     default_target: True
     input:
         baseline_targets(),

@@ -153,6 +153,7 @@ def _semantic_problems(config: dict) -> list[str]:
     c = config["cache"]
     if not c["dense"] and not c["topk"]:
         problems.append("cache: dense is false and topk is 0, so nothing would be cached; set one of them")
+    problems += _weights_problems(config)
     for name, spec in config["datasets"].items():
         try:
             check_root(name, spec)
@@ -237,6 +238,147 @@ def _score_problems(config: dict) -> list[str]:
 def needs_scores(variant: dict) -> bool:
     """Whether a data-method variant reads the score table (random choices do not)."""
     return variant.get("mode") != "random" and variant.get("order") != "random"
+WEIGHTS_METHODS = ("warm", "soup", "averaging")
+WARM_FROM_METHODS = ("baseline", "kd") + DATA_METHODS + ("averaging",)
+
+
+def _no_model(where: str, model: str, config: dict) -> str:
+    near = difflib.get_close_matches(model, config["models"], n=1)
+    return f"{where}: no model named '{model}'" + (f" (did you mean '{near[0]}'?)" if near else "")
+
+
+def _weights_problems(config: dict) -> list[str]:
+    """Warm starts, soups and weight averaging: models, the past runs they read, shared starting points."""
+    problems = []
+    for method in WEIGHTS_METHODS:
+        for name, v in config[method]["variants"].items():
+            if v["model"] not in config["models"]:
+                problems.append(_no_model(f"{method}.variants.{name}.model", v["model"], config))
+    if problems:
+        return problems
+    for name, v in config["warm"]["variants"].items():
+        where, f = f"warm.variants.{name}", v["from"]
+        if f["model"] not in config["models"]:
+            problems.append(_no_model(f"{where}.from.model", f["model"], config))
+            continue
+        new, old = config["models"][v["model"]], config["models"][f["model"]]
+        if (new["arch"], new.get("args", {})) != (old["arch"], old.get("args", {})):
+            problems.append(f"{where}: model '{v['model']}' ({new['arch']} {new.get('args', {})}) and from.model "
+                            f"'{f['model']}' ({old['arch']} {old.get('args', {})}) differ in architecture; a warm start "
+                            "needs the same arch and args")
+        if f["method"] == "baseline":
+            if f["variant"] is not None:
+                problems.append(f"{where}.from.variant: a baseline run has no variant; remove it")
+            epochs = checkpoint_epochs(config, f["model"])
+            if f["epoch"] != "last" and f["epoch"] not in epochs:
+                problems.append(f"{where}.from.epoch: {f['epoch']} is not a checkpoint epoch of '{f['model']}' {epochs}")
+            seeds = config["baseline"]["seeds"]
+        else:
+            past = config[f["method"]]["variants"]
+            if f["variant"] not in past:
+                near = difflib.get_close_matches(str(f["variant"]), past, n=1)
+                problems.append(f"{where}.from.variant: no {f['method']} variant named '{f['variant']}'" +
+                                (f" (did you mean '{near[0]}'?)" if near else f"; have {', '.join(past) or 'none'}"))
+                continue
+            pv = past[f["variant"]]
+            if (pv.get("student") or pv.get("model")) != f["model"]:
+                problems.append(f"{where}.from.model: {f['method']} variant '{f['variant']}' trains "
+                                f"'{pv.get('student') or pv.get('model')}', not '{f['model']}'")
+            if f["epoch"] != "last":
+                problems.append(f"{where}.from.epoch: only baseline runs keep intermediate checkpoints; use `last`")
+            seeds = kd_seeds(config) if f["method"] == "kd" else method_seeds(config, f["method"])
+        if f["seed"] is not None and f["seed"] not in seeds:
+            problems.append(f"{where}.from.seed: {f['seed']} is not a seed of the past runs {seeds}")
+    for name, v in config["soup"]["variants"].items():
+        where, ing = f"soup.variants.{name}", v["ingredients"]
+        warm = config["warm"]["variants"]
+        if ing["variant"] not in warm:
+            near = difflib.get_close_matches(ing["variant"], warm, n=1)
+            problems.append(f"{where}.ingredients.variant: no warm variant named '{ing['variant']}'" +
+                            (f" (did you mean '{near[0]}'?)" if near else f"; add it under warm.variants"))
+            continue
+        w = warm[ing["variant"]]
+        if w["model"] != v["model"]:
+            problems.append(f"{where}.model: the ingredients (warm variant '{ing['variant']}') train '{w['model']}', "
+                            f"not '{v['model']}'")
+        n = len(method_seeds(config, "warm"))
+        if ing["runs"] > n:
+            problems.append(f"{where}.ingredients.runs: {ing['runs']} runs asked for, but warm has {n} seeds")
+        if ing["runs"] > 1 and w["from"]["seed"] is None:
+            problems.append(f"{where}.ingredients: the runs of warm variant '{ing['variant']}' start from different "
+                            "past runs (its from.seed is null), so their weights lie in different basins and their "
+                            f"average fails; set warm.variants.{ing['variant']}.from.seed to one past run's seed")
+        if v["recipe"] == "greedy":
+            for ds in [d for d, n in weights_variants(config, "soup", check=False) if n == name]:
+                if not config["datasets"][ds].get("holdout"):
+                    problems.append(f"{where}.recipe: a greedy soup chooses ingredients by held-out accuracy, but "
+                                    f"dataset '{ds}' holds no examples out; set datasets.{ds}.holdout (e.g. 10% of "
+                                    "the training set) or use recipe: uniform")
+                    break
+    return list(dict.fromkeys(problems))
+
+
+def weights_variants(config: dict, method: str, check: bool = True) -> Iterator[tuple[str, str]]:
+    """Every (dataset, variant) pair of a weights method (warm, soup, averaging): the variant's and
+    its model's datasets; a warm start also needs its past runs on the dataset, a soup its ingredients."""
+    for ds in config["datasets"]:
+        for name, v in config[method]["variants"].items():
+            m = config["models"].get(v["model"], {})
+            if not all("datasets" not in x or ds in x["datasets"] for x in (v, m)):
+                continue
+            if check and method == "warm" and not _warm_source_on(config, v["from"], ds):
+                continue
+            if check and method == "soup" and (ds, v["ingredients"]["variant"]) not in set(weights_variants(config, "warm")):
+                continue
+            yield ds, name
+
+
+def _warm_source_on(config: dict, f: dict, ds: str) -> bool:
+    if f["method"] == "baseline":
+        return (ds, f["model"]) in set(runs(config))
+    pairs = kd_variants(config) if f["method"] == "kd" else (
+        method_variants(config, f["method"]) if f["method"] in DATA_METHODS else weights_variants(config, f["method"]))
+    return (ds, f["variant"]) in set(pairs)
+
+
+def warm_source(config: dict, variant: str, seed: int) -> dict[str, Any]:
+    """The past run a warm start of ``seed`` starts from: ``run`` (its folder relative to the results
+    folder, without the dataset: ``<model>/<method>[/<variant>]/s<seed>``), ``ckpt`` (the checkpoint
+    file name under ``run/ckpt/``) and ``seed``. By default the past seed is the one that follows
+    ``seed`` among the past method's seeds, cyclically (as a KD teacher is chosen)."""
+    f = config["warm"]["variants"][variant]["from"]
+    if f["method"] == "baseline":
+        seeds = config["baseline"]["seeds"]
+        epochs = checkpoint_epochs(config, f["model"])
+        ckpt = f"e{epochs[-1] if f['epoch'] == 'last' else f['epoch']}.pt"
+        folder = f"{f['model']}/baseline"
+    else:
+        seeds = kd_seeds(config) if f["method"] == "kd" else method_seeds(config, f["method"])
+        ckpt = f"e{recipe_for(config, f['model'])['epochs']}.pt" if f["method"] == "kd" else "last.pt"
+        folder = f"{f['model']}/{f['method']}/{f['variant']}"
+    if f["seed"] is not None:
+        past = f["seed"]
+    else:
+        start = seeds.index(seed) + 1 if seed in seeds else 0
+        past = (seeds[start:] + seeds[:start])[0]
+    return {"run": f"{folder}/s{past}", "ckpt": ckpt, "seed": past}
+
+
+def warm_recipe(config: dict, variant: str) -> dict:
+    """The recipe of a warm-started run: its model's recipe with the variant's ``train`` over it; only
+    the final checkpoint is kept."""
+    v = config["warm"]["variants"][variant]
+    return {**deep_merge(recipe_for(config, v["model"]), v["train"]), "checkpoint_epochs": []}
+
+
+def soup_ingredient_seeds(config: dict, variant: str, seed: int) -> list[int]:
+    """The seeds of the warm runs in the soup of ``seed``: ``runs`` of the warm seeds, cyclically from
+    ``seed`` (so the soups of different seeds differ)."""
+    seeds = method_seeds(config, "warm")
+    start = seeds.index(seed) if seed in seeds else 0
+    return (seeds[start:] + seeds[:start])[: config["soup"]["variants"][variant]["ingredients"]["runs"]]
+
+
 
 
 def score_epochs(config: dict) -> list[int]:
@@ -362,6 +504,7 @@ def expected_runs(config: dict) -> Iterator[dict]:
     for method, block in config.items():
         if method in known:
             pairs, seeds = known[method]
+    known.update({m: (weights_variants(config, m), method_seeds(config, m)) for m in WEIGHTS_METHODS})
         elif isinstance(block, dict) and isinstance(block.get("variants"), dict) and method != "baseline":
             pairs = [(ds, name) for ds in config["datasets"] for name, v in block["variants"].items()
                      if ds in v.get("datasets", [ds])]

@@ -94,7 +94,8 @@ def train_run(*, data_dir: str, model_name: str, model_cfg: dict, recipe: dict, 
 
 def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: torch.device,
                   outputs: dict[str, Any], progress: str = "auto", method: str = "baseline", variant: str | None = None,
-                  algorithms: list[Algorithm] = (), reused: list[dict] = (), method_cfg: dict | None = None) -> None:
+                  algorithms: list[Algorithm] = (), reused: list[dict] = (), method_cfg: dict | None = None,
+                  init: dict | None = None, init_id: str | None = None, initial_cost: dict | None = None) -> None:
     """Train one run with ``algorithms`` and write its declared outputs.
 
     ``outputs``: ``ckpts`` ({epoch: path}), ``metrics``, ``run`` (run.json), ``predictions`` and,
@@ -102,6 +103,12 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     run's progress lives in ``state/`` beside them until the run finishes; a rerun after a kill
     resumes from ``state/last.pt``. ``reused`` lists the cost of what the run reused (past runs,
     caches), kept apart from its own cost in run.json.
+
+    ``init``: a state dict the run starts from instead of its fresh initialisation (a warm start, a
+    soup), named by ``init_id`` (it joins the trainer's identity, so a resume never mixes starting
+    points; on resume the weights come from ``state/last.pt``). ``initial_cost``: work done for the
+    run before training (see :class:`reuse.train.Trainer`). A recipe with ``epochs: 0`` evaluates
+    and writes the starting model as it is.
     """
     run_dir = Path(outputs["run"]).parent
     state_dir = run_dir / "state"
@@ -110,11 +117,16 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     seed_everything(seed)
     model = build_model(spec["arch"], spec["input_shape"], spec["num_classes"], **spec["args"])
     n_params = sum(p.numel() for p in model.parameters())
+    if init is not None:
+        from reuse.methods.weights import check_same_architecture
+
+        check_same_architecture(model.state_dict(), init, init_id or "the initial weights")
+        model.load_state_dict(init)
     log.info("%s/%s seed %d: %s with %d parameters on %s, %d epochs", data.name, model_name, seed, spec["arch"],
              n_params, device, recipe["epochs"])
     started = time.time()
     trainer = Trainer(model, data, recipe, seed=seed, state_dir=state_dir, model_spec=spec, device=device,
-                      progress=progress, algorithms=algorithms)
+                      progress=progress, algorithms=algorithms, init_id=init_id, initial_cost=initial_cost)
     state = trainer.fit()
 
     pred = evaluate(state.model, data.test, recipe.get("eval_batch_size", 1024), device, keep_logits=True)
@@ -422,3 +434,150 @@ def report(*, results: str, config: dict | None = None, out_dir: str | None = No
     log.info("report: %d of %d runs finished; %s", len(runs) - len(bad), len(runs),
              Path(out_dir or Path(results) / "report") / "index.html")
     return out
+def _past_run_cost(run_dir: str) -> list[dict]:
+    """What reusing the past run ``run_dir`` costs: its own training, and everything it reused in turn."""
+    r = read_json(f"{run_dir}/run.json")
+    return [{"kind": "past_run", "path": str(run_dir), "time_s": r["cost"]["train_time_s"],
+             "flops": r["cost"]["train_flops"], "test_acc": r["final"]["test_acc"]}] + list(r.get("reused", []))
+
+
+def train_warm(*, data_dir: str, variant: str, cfg: dict, model_name: str, model_cfg: dict, recipe: dict, seed: int,
+               past_run: str, past_ckpt: str, device: str, outputs: dict[str, Any], progress: str = "auto") -> None:
+    """Train one run warm-started from a past run's checkpoint (``reuse.methods.weights``): its start
+    is ``shrink * past + perturb * fresh``, with ``fresh`` the run's own initialisation (Ash & Adams
+    2020; shrink 1, perturb 0 is a plain warm start); ``recipe`` is the new run's (possibly changed)
+    recipe. The past run's cost, and what it reused, is counted as reused."""
+    from reuse.methods.weights import shrink_perturb
+
+    dev = pick_device(device)
+    data = rdata.load(data_dir)
+    ckpt = load_checkpoint(past_ckpt, fingerprint=data.train.fingerprint)
+    seed_everything(seed)  # the same draw fit_and_write makes: the fresh initialisation of this run
+    fresh = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {}))
+    init = shrink_perturb(ckpt["model"], fresh.state_dict(), cfg["shrink"], cfg["perturb"])
+    init_id = f"{past_ckpt}@{sha256_file(past_ckpt)[:16]} shrink={cfg['shrink']} perturb={cfg['perturb']}"
+    log.info("warm %s: from %s (epoch %d, seed %d), shrink %g perturb %g, %d epochs at lr %g", variant, past_ckpt,
+             ckpt["epoch"], ckpt["seed"], cfg["shrink"], cfg["perturb"], recipe["epochs"], recipe["optimizer"]["lr"])
+    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed, device=dev,
+                  outputs=outputs, progress=progress, method="warm", variant=variant, reused=_past_run_cost(past_run),
+                  method_cfg=cfg, init=init, init_id=init_id)
+
+
+def train_soup(*, data_dir: str, variant: str, cfg: dict, model_name: str, model_cfg: dict, recipe: dict, seed: int,
+               ingredient_runs: list[str], device: str, outputs: dict[str, Any], progress: str = "auto") -> None:
+    """Average past runs' final weights into one model (a uniform or greedy soup, Wortsman et al.
+    2022) and write it as a run (``finetune_epochs`` of training after, 0 by default). Its own cost is
+    the mixing, the held-out evaluations of a greedy soup and the BatchNorm recompute; the
+    ingredients' cost (with what they reused) is counted as reused, with each ingredient's held-out
+    accuracy and whether the soup took it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from reuse.methods.weights import average_state_dicts, greedy_soup, recompute_bn
+
+    dev = pick_device(device)
+    data = rdata.load(data_dir)
+    if cfg["recipe"] == "greedy" and data.val is None:
+        raise ReuseError(f"soup variant {variant}: a greedy soup chooses by held-out accuracy, but dataset "
+                         f"'{data.name}' has no val split; set datasets.{data.name}.holdout or use recipe: uniform")
+    t0 = time.perf_counter()
+    paths = [f"{r}/ckpt/last.pt" for r in ingredient_runs]
+    sds = [load_checkpoint(p, fingerprint=data.train.fingerprint)["model"] for p in paths]
+    model = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {})).to(dev)
+    bs = recipe.get("eval_batch_size", 1024)
+    flops = 0
+
+    def settle(sd: dict) -> None:  # the soup's weights into `model`, BatchNorm statistics recomputed
+        nonlocal flops
+        model.load_state_dict(sd)
+        if cfg["bn"] == "recompute":
+            flops += recompute_bn(model, data.train.batches(bs), dev)["flops"]
+
+    def heldout_acc(sd: dict) -> float:
+        nonlocal flops
+        settle(sd)
+        fl: dict[str, int] = {}
+        acc = evaluate(model, data.val, bs, dev, flops=fl)["acc"]
+        flops += fl["eval_flops"]
+        return acc
+
+    info: dict[str, Any] = {}
+    if cfg["recipe"] == "greedy":
+        info = greedy_soup(sds, heldout_acc)
+        soup, chosen = info["state_dict"], info["chosen"]
+        log.info("greedy soup %s: held-out accuracy of the ingredients %s; took %s (best first) for %.4f with %d "
+                 "evaluations", variant, [f"{a:.4f}" for a in info["scores"]], chosen, info["score"], info["evaluations"])
+    else:
+        with FlopCounterMode(display=False) as counter:
+            soup = average_state_dicts(sds)
+        flops += counter.get_total_flops()
+        chosen = list(range(len(sds)))
+    settle(soup)
+    soup = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    cost = {"train_time_s": time.perf_counter() - t0, "train_flops": flops}
+    reused = []
+    for i, r in enumerate(ingredient_runs):
+        lines = _past_run_cost(r)
+        lines[0].update(kind="soup_ingredient", chosen=i in chosen,
+                        **({"heldout_acc": info["scores"][i]} if info else {}))
+        reused += lines
+    epochs = cfg["finetune_epochs"]
+    recipe = rescale_recipe(recipe, epochs, epochs / recipe["epochs"]) if epochs else {**recipe, "epochs": 0,
+                                                                                   "checkpoint_epochs": []}
+    init_id = "soup:" + ",".join(sha256_file(p)[:16] for p in paths) + f" {cfg['recipe']} bn={cfg['bn']}"
+    log.info("soup %s of %d ingredients (%d taken), %s, in %.2fs; %d fine-tuning epochs", variant, len(sds),
+             len(chosen), cfg["recipe"], cost["train_time_s"], epochs)
+    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed, device=dev,
+                  outputs=outputs, progress=progress, method="soup", variant=variant, reused=reused, method_cfg=cfg,
+                  init=soup, init_id=init_id, initial_cost=cost)
+
+
+def train_averaging(*, data_dir: str, variant: str, cfg: dict, model_name: str, model_cfg: dict, recipe: dict,
+                    seed: int, device: str, outputs: dict[str, Any], progress: str = "auto") -> None:
+    """Train one run from scratch whose final model is the average of its own weights along training
+    (SWA per epoch, or EMA per step; ``reuse.methods.weights.WeightAveraging``)."""
+    from reuse.methods.weights import WeightAveraging
+
+    data = rdata.load(data_dir)
+    bs = recipe["batch_size"]
+    algo = WeightAveraging(cfg["kind"], start=cfg["start"], decay=cfg["decay"], swa_lr=cfg["swa_lr"],
+                           bn_batches=lambda: data.train.batches(bs))
+    log.info("averaging %s: %s from epoch %d of %d%s", variant, cfg["kind"], algo.first_epoch(recipe["epochs"]) + 1,
+             recipe["epochs"], f", decay {cfg['decay']}" if cfg["kind"] == "ema" else
+             (f", lr {cfg['swa_lr']}" if cfg["swa_lr"] else ""))
+    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe={**recipe, "checkpoint_epochs": []},
+                  seed=seed, device=pick_device(device), outputs=outputs, progress=progress, method="averaging",
+                  variant=variant, algorithms=[algo], method_cfg=cfg)
+
+
+def weights_study(*, runs_csvs: list[str], baseline_csv: str, out_csv: str) -> None:
+    """Warm starts, soups and weight averaging side by side with the baseline from scratch: per
+    (method, variant) the mean test accuracy over seeds with a 95% t-interval, own and reused time,
+    and for soups the mean accuracy of their best ingredient (the soup's bar)."""
+    import pandas as pd
+    from scipy import stats
+
+    from reuse.io import atomic_path
+
+    runs = pd.concat([pd.read_csv(f) for f in [baseline_csv, *runs_csvs]], ignore_index=True)
+    runs = runs[runs["model"].isin(set(pd.concat([pd.read_csv(f) for f in runs_csvs])["model"]))]
+    best_ing = {}
+    for row in runs[runs["method"] == "soup"].itertuples(index=False):
+        accs = [x["test_acc"] for x in read_json(f"{row.run}/run.json")["reused"] if x["kind"] == "soup_ingredient"]
+        best_ing[row.run] = max(accs)
+    runs["best_ingredient_acc"] = runs["run"].map(best_ing)
+    runs["variant"] = runs["variant"].fillna("")
+
+    def ci(a: pd.Series) -> float:
+        return float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / len(a) ** 0.5) if len(a) > 1 else float("nan")
+
+    agg = runs.groupby(["model", "method", "variant"], dropna=False).agg(
+        n=("seed", "count"), acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"), acc_ci95=("test_acc", ci),
+        epochs=("epochs", "mean"), train_time_s=("train_time_s", "mean"), reused_time_s=("reused_time_s", "mean"),
+        best_ingredient_acc=("best_ingredient_acc", "mean")).reset_index()
+    agg["total_time_s"] = agg["train_time_s"] + agg["reused_time_s"]
+    base = agg[agg["method"] == "baseline"].set_index("model")["acc_mean"]
+    agg["acc_delta"] = agg["acc_mean"] - agg["model"].map(base)
+    with atomic_path(out_csv, suffix=".csv") as tmp:
+        agg.to_csv(tmp, index=False)
+    log.info("warm start, soup and averaging study:\n%s",
+             agg.drop(columns=["model"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))

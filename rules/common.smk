@@ -54,6 +54,24 @@ wildcard_constraints:
     epoch=r"\d+",
 
 
+from reuse.config import WEIGHTS_METHODS, soup_ingredient_seeds, warm_recipe, warm_source, weights_variants
+
+WEIGHTS_VARIANTS = {m: list(weights_variants(config, m)) for m in WEIGHTS_METHODS}
+
+
+def weights_run_files(ds, method):
+    """The run.json of every run of a weights method (warm, soup, averaging) on ``ds``."""
+    return [f"{method_dir(d, method, v, s)}/run.json" for d, v in WEIGHTS_VARIANTS[method] if d == ds
+            for s in method_seeds(config, method)]
+
+
+def weights_summary_targets():
+    """Per dataset with any warm start, soup or averaging run: each method's run table and the study."""
+    out = []
+    for ds in config["datasets"]:
+        methods = [m for m in WEIGHTS_METHODS if any(d == ds for d, _ in WEIGHTS_VARIANTS[m])]
+        out += [f"{R}/{ds}/{m}.csv" for m in methods] + ([f"{R}/{ds}/studies/warm.csv"] if methods else [])
+    return out
 def data_files(dataset):
     return {"npz": f"{R}/{dataset}/data/data.npz", "meta": f"{R}/{dataset}/data/dataset.json"}
 
@@ -91,7 +109,7 @@ def summary_targets():
     for method, pairs in METHOD_VARIANTS.items():
         for ds in dict.fromkeys(ds for ds, _ in pairs):
             out += [f"{R}/{ds}/{method}.csv", f"{R}/{ds}/studies/{method}.csv"]
-    return out
+    return out + weights_summary_targets()
 
 
 def kd_teacher_runs(ds, variant, seed):

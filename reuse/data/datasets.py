@@ -2,7 +2,9 @@
 
 Prepared data live in ``results/<dataset>/data/``: ``data.npz`` (arrays, or file paths for
 ImageFolder) and ``dataset.json`` (kind, classes, input shape, normalisation, and the fingerprint of
-each split). The example id of a sample is its row in ``data.npz``, so caches and score tables are
+each split). With ``holdout: n`` a stratified, seeded choice of ``n`` training examples becomes a
+``val`` split (for choices made on held-out data, e.g. a greedy soup); the training ids are then the
+rows of the remaining examples. The example id of a sample is its row in ``data.npz``, so caches and score tables are
 one array indexed by id.
 """
 
@@ -165,6 +167,7 @@ class DatasetPair:
     meta: dict[str, Any]
     train: TensorData | ImageFolderData
     test: TensorData | ImageFolderData
+    val: TensorData | ImageFolderData | None = None  # held-out training examples (dataset key `holdout`)
 
     @property
     def num_classes(self) -> int:
@@ -182,7 +185,10 @@ def prepare(name: str, spec: dict, out_npz: str | Path, out_json: str | Path) ->
     input_shape = [3, spec.get("image_size", 224), spec.get("image_size", 224)] if is_files \
         else list(raw.x_train.shape[1:])
     fps = {}
-    for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
+    splits = [("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)]
+    if raw.y_val is not None:
+        splits.append(("val", raw.x_val, raw.y_val))
+    for split, x, y in splits:
         if len(y) == 0:
             raise DataError(f"dataset '{name}': the {split} split is empty")
         bad = (y < 0) | (y >= raw.num_classes)
@@ -193,8 +199,9 @@ def prepare(name: str, spec: dict, out_npz: str | Path, out_json: str | Path) ->
                                       num_classes=raw.num_classes, input_shape=input_shape)
     meta = {"name": name, "kind": spec["kind"], "num_classes": raw.num_classes, "input_shape": input_shape,
             "mean": raw.mean, "std": raw.std, "n_train": int(len(raw.y_train)), "n_test": int(len(raw.y_test)),
-            "fingerprint": fps, "spec": spec, **raw.extra}
-    save_npz(out_npz, x_train=raw.x_train, y_train=raw.y_train, x_test=raw.x_test, y_test=raw.y_test)
+            "n_val": 0 if raw.y_val is None else int(len(raw.y_val)), "fingerprint": fps, "spec": spec, **raw.extra}
+    val = {} if raw.y_val is None else {"x_val": raw.x_val, "y_val": raw.y_val}
+    save_npz(out_npz, x_train=raw.x_train, y_train=raw.y_train, x_test=raw.x_test, y_test=raw.y_test, **val)
     write_json(out_json, meta)
     return meta
 
@@ -212,7 +219,12 @@ def load(data_dir: str | Path, workers: int = 0) -> DatasetPair:
         raise CorruptArtifact(f"prepared dataset in {data_dir} is unreadable ({e}); delete the folder and "
                               "re-run snakemake to prepare it again") from e
     splits = {}
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
+        if split not in meta["fingerprint"]:
+            continue  # no val split unless the dataset holds examples out (`holdout`)
+        if f"x_{split}" not in arrays:
+            raise CorruptArtifact(f"{data_dir / 'data.npz'} lacks the {split} split that dataset.json records; "
+                                  "delete the folder and re-run snakemake to prepare it again")
         x, y, fp = arrays[f"x_{split}"], arrays[f"y_{split}"], meta["fingerprint"][split]
         check_fingerprint(make_fingerprint(name=meta["name"], kind=meta["kind"], split=split, labels=y,
                                            inputs_sha256=fp["inputs_sha256"] if x.dtype.kind == "U" else hash_array(x),
@@ -224,4 +236,5 @@ def load(data_dir: str | Path, workers: int = 0) -> DatasetPair:
                                             workers=workers, **common)
         else:
             splits[split] = TensorData(x, y, **common)
-    return DatasetPair(name=meta["name"], meta=meta, train=splits["train"], test=splits["test"])
+    return DatasetPair(name=meta["name"], meta=meta, train=splits["train"], test=splits["test"],
+                       val=splits.get("val"))

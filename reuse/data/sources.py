@@ -34,6 +34,8 @@ class RawData:
     y_train: np.ndarray          # (N,) int64
     x_test: np.ndarray
     y_test: np.ndarray
+    x_val: np.ndarray | None = None   # examples held out of the training split (dataset key `holdout`)
+    y_val: np.ndarray | None = None
     mean: list[float] | None = None   # per-channel normalisation, measured on the training split
     std: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -44,8 +46,43 @@ def read(name: str, spec: dict) -> RawData:
     if kind not in READERS:
         raise DataError(f"dataset '{name}': unknown kind '{kind}'; choose one of {sorted(READERS)}")
     raw = READERS[kind](name, spec)
+    if spec.get("holdout", 0):
+        raw = hold_out(raw, spec["holdout"], name)
     if raw.mean is None and raw.x_train.dtype != object and raw.x_train.dtype.kind != "U":
         raw.mean, raw.std = channel_stats(raw.x_train)
+    return raw
+
+
+HOLDOUT_SEED = 0  # the held-out examples are a fixed, seeded choice: every run sees the same split
+
+
+def holdout_ids(labels: np.ndarray, n: int, seed: int = HOLDOUT_SEED) -> np.ndarray:
+    """The ids (sorted) of ``n`` training examples held out, stratified by class: each class gives
+    its share of ``n`` (largest remainders get the rounding), chosen at random with ``seed``."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * n / len(labels)
+    take = np.floor(share).astype(int)
+    rest = n - take.sum()
+    take[np.argsort(-(share - take), kind="stable")[:rest]] += 1
+    rng = np.random.default_rng(seed)
+    ids = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(ids))
+
+
+def hold_out(raw: RawData, n: int, name: str) -> RawData:
+    """Move ``n`` training examples (stratified, seeded: :func:`holdout_ids`) into a ``val`` split;
+    the remaining training examples keep their order (their ids are their new rows)."""
+    n_train = len(raw.y_train)
+    if not 0 < n < n_train:
+        raise DataError(f"dataset '{name}': holdout {n} must lie between 1 and {n_train - 1}, the training "
+                        f"split has {n_train} examples; lower datasets.{name}.holdout")
+    val = holdout_ids(raw.y_train, n)
+    keep = np.setdiff1d(np.arange(n_train), val)
+    raw.x_val, raw.y_val = raw.x_train[val], raw.y_train[val]
+    raw.x_train, raw.y_train = raw.x_train[keep], raw.y_train[keep]
+    raw.extra = {**raw.extra, "holdout": {"n": int(n), "seed": HOLDOUT_SEED, "stratified": True,
+                                          "source_ids": val.tolist()}}
     return raw
 
 

@@ -177,8 +177,14 @@ class _Context:
                                                 d.get(f"{sp}_lo", [np.nan] * len(d)),
                                                 d.get(f"{sp}_hi", [np.nan] * len(d)))]
         d["role"] = d.get(f"role_{axis}", "")
+        robust = "robust_acc" in d and d["robust_acc"].notna().any()
+        if robust:
+            d["robust"] = [("" if v is None or math.isnan(v) else f"{100 * v:.2f}% " +
+                            (fmt_ci(lo, hi) if n > 1 else "(n=1)"))
+                           for v, lo, hi, n in zip(d["robust_acc"], d["robust_acc_lo"], d["robust_acc_hi"], d["n"])]
         cols = {"label": "run", "n_of": "seeds", "test_acc": "accuracy", "acc_ci": "95% CI",
-                "diff": "vs baseline (points, 95% CI)", "verdict": "verdict", "test_nll": "NLL",
+                "diff": "vs baseline (points, 95% CI)", "verdict": "verdict",
+                **({"robust": "robust accuracy (95% CI)"} if robust else {}), "test_nll": "NLL",
                 "test_ece": "ECE (15 bins)", "cost_m": "own time", "cost_f": "full time", "fl_m": "own FLOPs",
                 "fl_f": "full FLOPs", "speedup": "speed-up (steps) to baseline acc.", "role": "role",
                 "missing_seeds": "missing seeds"}
@@ -338,10 +344,11 @@ class _Context:
         r["full_time"] = r.get("cost_time_full_s")
         p.table(r, {"dataset": "dataset", "model": "model", "method": "method", "variant": "variant", "seed": "seed",
                     "status": "status", "test_acc": "accuracy", "best_test_acc": "best", "test_nll": "NLL",
-                    "test_ece": "ECE", "steps": "steps", "examples_seen": "examples", "train_time_s": "own time (s)",
+                    "test_ece": "ECE", "robust_acc": "robust acc.", "steps": "steps", "examples_seen": "examples", "train_time_s": "own time (s)",
                     "reused_time_s": "reused time (s)", "train_flops": "own FLOPs", "reused_flops": "reused FLOPs",
                     "reused_n": "reused lines", "diff_vs_baseline": "vs baseline", "error": "error"},
                 row_class="status", formats={"test_acc": "pct", "best_test_acc": "pct", "diff_vs_baseline": "pct",
+                                             "robust_acc": "pct",
                                              "train_flops": "g", "reused_flops": "g", "train_time_s": "g",
                                              "reused_time_s": "g", "test_nll": "g", "test_ece": "g"})
         return p
@@ -369,6 +376,12 @@ class _Context:
             p.chart(C.accuracy_chart(mine), f"accuracy-{ds}-{method}",
                     "Mean test accuracy over seeds with 95% bootstrap intervals; colour: the paired comparison "
                     "with the same model's baseline.")
+            if "robust_acc" in own and own["robust_acc"].notna().any():
+                p.h("Robust accuracy", 3)
+                p.chart(C.accuracy_chart(mine, field="robust_acc"), f"robust-{ds}-{method}",
+                        "Test accuracy under the attack of each run's robust.json, run against the run's own final "
+                        "model; mean over seeds with 95% bootstrap intervals; colour: the clean accuracy's paired "
+                        "comparison with the baseline.")
             p.h("Learning curves", 3)
             cs = self.curve_stats
             cs = cs[(cs["dataset"] == ds) & cs["label"].isin(set(mine["label"]))] if not cs.empty else cs

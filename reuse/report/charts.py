@@ -152,10 +152,14 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
 
 
 # ----------------------------------------------------------------------------- per-method charts
-def accuracy_chart(aggs: pd.DataFrame, title: str = "") -> alt.Chart:
-    """Mean test accuracy of each variant and of its baselines, with 95% intervals, coloured by what
-    the paired comparison says."""
+def accuracy_chart(aggs: pd.DataFrame, title: str = "", field: str = "test_acc") -> alt.Chart:
+    """Mean test accuracy (or another accuracy column of the aggregates, ``field``) of each variant
+    and of its baselines, with 95% intervals, coloured by what the paired comparison of the test
+    accuracy says."""
     d = aggs[aggs["n"] > 0].copy()
+    if field != "test_acc":
+        d = d[d[field].notna()]
+        d[["test_acc", "test_acc_lo", "test_acc_hi"]] = d[[field, f"{field}_lo", f"{field}_hi"]].to_numpy()
     if d.empty:
         return _empty("no finished runs")
     d["acc_text"] = d["test_acc"].map(_pct)
@@ -172,7 +176,8 @@ def accuracy_chart(aggs: pd.DataFrame, title: str = "") -> alt.Chart:
                       scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values())))
     bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("test_acc_lo:Q"), x2="test_acc_hi:Q", y=y, color=color)
     pts = base.mark_point(filled=True, size=80).encode(
-        x=alt.X("test_acc:Q", scale=alt.Scale(zero=False), title="test accuracy (mean, 95% CI)",
+        x=alt.X("test_acc:Q", scale=alt.Scale(zero=False),
+                title="test accuracy (mean, 95% CI)" if field == "test_acc" else f"{field.replace('_', ' ')} (mean, 95% CI)",
                 axis=alt.Axis(format=".1%")), y=y, color=color,
         tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("n_of:N", title="seeds"),
                  alt.Tooltip("acc_text:N", title="accuracy"), alt.Tooltip("ci_text:N", title="95% CI"),

@@ -38,7 +38,7 @@ AXES = {
 
 
 # Per-run numbers every table has, even when no run finished.
-NUMERIC = ["params", "epochs", "steps", "examples_seen", "test_acc", "best_test_acc", "test_nll", "test_ece",
+NUMERIC = ["params", "epochs", "steps", "examples_seen", "test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc",
            "train_time_s", "eval_time_s", "train_flops", "eval_flops", "reused_n", "reused_time_s", "reused_flops",
            "reused_bytes", "cost_time_marginal_s", "cost_flops_marginal", "cost_time_full_s", "cost_flops_full"]
 
@@ -107,6 +107,10 @@ def read_run(run_json: Path, bins: int = M.ECE_BINS) -> tuple[dict, list[dict], 
         if row["test_ece"] is None or final.get("ece_bins", M.ECE_BINS) != bins:
             row["test_ece"] = pm["test_ece"]
         per_class = pm["per_class"]
+    # Extra evaluations written beside run.json by later rules (e.g. robust.json: accuracy under an
+    # attack against the run's own final model); an evaluation, so charged to no cost axis.
+    robust = folder / "robust.json"
+    row["robust_acc"] = read_json(robust).get("robust_acc") if robust.exists() else None
     reused = r.get("reused") or []
     row["reused_n"] = len(reused)
     row["reused_time_s"] = float(sum(x.get("time_s", 0.0) for x in reused))

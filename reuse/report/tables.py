@@ -9,6 +9,7 @@ model) with the same seed; aggregates are over the runs that finished, and say h
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -19,7 +20,7 @@ from reuse.report.collect import AXES, GROUP, KEY, Collected
 
 BASELINE = "baseline"
 # Metrics aggregated over seeds with mean, std and a bootstrap interval.
-STAT_COLS = ["test_acc", "best_test_acc", "test_nll", "test_ece", "cost_time_full_s", "cost_time_marginal_s",
+STAT_COLS = ["test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", "cost_time_full_s", "cost_time_marginal_s",
              "cost_flops_full", "cost_flops_marginal", "steps", "examples_seen", "train_time_s", "train_flops",
              "eval_time_s", "reused_time_s", "reused_flops"]
 
@@ -96,7 +97,8 @@ def aggregate(runs: pd.DataFrame, boot: M.Bootstrap, targets: Iterable[float] = 
         row["n_of"] = f"n={len(ok)}" + ("" if len(ok) == len(g) else f" of {len(g)}")
         x = ok[stat_cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64) if stat_cols else None
         if x is not None and len(ok):
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. no robust.json): NaN
                 mean = np.nanmean(x, axis=0)
                 std = np.nanstd(x, axis=0, ddof=1) if len(ok) > 1 else np.full(len(stat_cols), np.nan)
             lo, hi = M.bootstrap_ci(x, boot) if len(ok) > 1 else (np.full(len(stat_cols), np.nan),) * 2

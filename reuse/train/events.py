@@ -22,7 +22,9 @@ class Event(enum.Enum):
     LOSS = "loss"                      # state.outputs and state.loss set; state.loss may be replaced
     AFTER_BACKWARD = "after_backward"  # gradients are in .grad; before the optimizer step
     EPOCH_END = "epoch_end"            # after the epoch's evaluation; state.metrics[-1] is this epoch
-    FIT_END = "fit_end"
+    FIT_END = "fit_end"                # after the last epoch's checkpoint (also when a resume finds the
+                                       # run complete); an algorithm that replaces the weights here sets
+                                       # state.extra["weights_replaced"] (see Trainer._after_fit_end)
 
 
 @dataclass

@@ -90,11 +90,19 @@ class Trainer:
     ``recipe["checkpoint_every"]`` epochs), ``e{epoch}.pt`` for each of ``recipe["checkpoint_epochs"]``
     and ``metrics.jsonl`` so far. If ``last.pt`` exists when :meth:`fit` starts, training resumes from
     it.
+
+    A run that starts from other weights than its fresh initialisation (a warm start, a soup) names
+    them in ``init_id``, which joins the run's identity so a resume never mixes two starting points;
+    the weights themselves come from the model passed in (or, on resume, from ``last.pt``).
+    ``initial_cost`` (``train_time_s``, ``train_flops``, ...) is work done for the run before its
+    first epoch (mixing a soup, recomputing BatchNorm statistics) and is counted in its totals.
+    ``recipe["epochs"]`` may be 0: the model is then evaluated once as it is (metrics row epoch 0).
     """
 
     def __init__(self, model: torch.nn.Module, data, recipe: dict[str, Any], *, seed: int,
                  state_dir: str | Path, model_spec: dict[str, Any], algorithms: Iterable[Algorithm] = (),
-                 device: str | torch.device = "cpu", progress: str = "auto"):
+                 device: str | torch.device = "cpu", progress: str = "auto", init_id: str | None = None,
+                 initial_cost: dict[str, Any] | None = None):
         self.data = data
         self.recipe = recipe
         self.seed = seed
@@ -109,15 +117,17 @@ class Trainer:
         for a in self.algorithms:
             n_epoch = a.examples_per_epoch(n_epoch)
         spe = data.train.num_batches(bs, recipe.get("drop_last", False), n=n_epoch)
-        if spe == 0:
+        if spe == 0 and recipe["epochs"] > 0:
             raise ValueError(f"batch_size {bs} exceeds the {len(data.train)} training examples with drop_last")
         model.to(self.device)
         self.state = State(model=model, optimizer=make_optimizer(model.parameters(), recipe["optimizer"]),
                            recipe=recipe, seed=seed, device=self.device, steps_per_epoch=spe,
                            total_steps=spe * recipe["epochs"])
-        self.identity = recipe_hash({"recipe": recipe, "seed": seed, "model": model_spec,
-                                     "algorithms": [a.name for a in self.algorithms],
-                                     "fingerprint": data.train.fingerprint["digest"]})
+        ident = {"recipe": recipe, "seed": seed, "model": model_spec, "algorithms": [a.name for a in self.algorithms],
+                 "fingerprint": data.train.fingerprint["digest"]}
+        if init_id is not None:
+            ident["init"] = init_id
+        self.identity = recipe_hash(ident)
         self._step_flops: dict[Any, int] = {}
         # Per-example statistics of the training batches (recipe `example_stats`): whether each
         # example was classified correctly, and its loss, when it last appeared in a batch of each
@@ -128,6 +138,8 @@ class Trainer:
             if recipe.get("example_stats", False) else None
         self.resumed_from: int | None = None  # the epoch training resumed after, if it did
         self.totals = {"train_flops": 0, "eval_flops": 0, "train_time_s": 0.0, "eval_time_s": 0.0}
+        for k, v in (initial_cost or {}).items():
+            self.totals[k] += v
 
     # ----------------------------------------------------------------- events and checkpoints
     def fire(self, event: Event) -> None:
@@ -252,19 +264,52 @@ class Trainer:
                    "train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1),
                    "examples_seen": s.examples_seen, "epoch_time_s": train_time}
             if s.epoch % r.get("eval_every", 1) == 0 or s.epoch == r["epochs"]:
-                t1 = time.perf_counter()
-                fl: dict[str, int] = {}
-                ev = evaluate(s.model, self.data.test, r.get("eval_batch_size", 1024), self.device, flops=fl)
-                self.totals["eval_time_s"] += time.perf_counter() - t1
-                self.totals["eval_flops"] += fl["eval_flops"]
-                row.update(test_loss=ev["loss"], test_acc=ev["acc"])
+                self._evaluate_into(row)
             row.update(self.totals)
             s.metrics.append(row)
             self.fire(Event.EPOCH_END)
             self._log_epoch(row)
             self._checkpoint()
+        if not s.metrics:  # epochs: 0, the model as given (e.g. a soup without fine-tuning)
+            row = {"epoch": 0, "step": 0, "lr": 0.0, "train_loss": float("nan"), "train_acc": float("nan"),
+                   "examples_seen": 0, "epoch_time_s": 0.0}
+            self._evaluate_into(row)
+            row.update(self.totals)
+            s.metrics.append(row)
+            self._log_epoch(row)
+            self._checkpoint()
         self.fire(Event.FIT_END)
+        self._after_fit_end()
         return s
+
+    def _evaluate_into(self, row: dict[str, Any]) -> None:
+        t1 = time.perf_counter()
+        fl: dict[str, int] = {}
+        ev = evaluate(self.state.model, self.data.test, self.recipe.get("eval_batch_size", 1024), self.device, flops=fl)
+        self.totals["eval_time_s"] += time.perf_counter() - t1
+        self.totals["eval_flops"] += fl["eval_flops"]
+        row.update(test_loss=ev["loss"], test_acc=ev["acc"])
+
+    def _after_fit_end(self) -> None:
+        """An algorithm that replaced the model's weights at FIT_END (weight averaging) puts the cost of
+        doing so in ``state.extra["weights_replaced"]`` (``time_s``, ``flops``): the final metrics row
+        is then re-evaluated on the new weights (the weights it replaced keep their accuracy as
+        ``test_acc_before``) and ``last.pt`` is written again, so the checkpoint, the curves and the
+        final accuracy all describe the same model."""
+        s = self.state
+        cost = s.extra.pop("weights_replaced", None)
+        if cost is None:
+            return
+        self.totals["train_time_s"] += cost.get("time_s", 0.0)
+        self.totals["train_flops"] += cost.get("flops", 0)
+        row = s.metrics[-1]
+        row["test_acc_before"], row["test_loss_before"] = row.get("test_acc"), row.get("test_loss")
+        self._evaluate_into(row)
+        row.update(self.totals)
+        log.info("final weights replaced at the end of training: test_acc %.4f (was %s)", row["test_acc"],
+                 f"{row['test_acc_before']:.4f}" if row["test_acc_before"] is not None else "not evaluated")
+        save_checkpoint(self.state_dir / "last.pt", self._payload(resumable=True))
+        write_jsonl(self.state_dir / "metrics.jsonl", s.metrics)
 
     def _checkpoint(self) -> None:
         s, r = self.state, self.recipe
@@ -280,6 +325,9 @@ class Trainer:
 
     def _log_epoch(self, row: dict[str, Any]) -> None:
         test = f" test_loss {row['test_loss']:.4f} test_acc {row['test_acc']:.4f}" if "test_acc" in row else ""
+        if not row["epoch"]:
+            log.info("no training epochs:%s", test)
+            return
         log.info("epoch %d/%d lr %.4g train_loss %.4f train_acc %.4f%s (%.2fs)", row["epoch"],
                  self.recipe["epochs"], row["lr"], row["train_loss"], row["train_acc"], test, row["epoch_time_s"])
         if not math.isfinite(row["train_loss"]):

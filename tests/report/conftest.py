@@ -129,8 +129,11 @@ def make_tree(root: Path) -> dict:
         if s != 3:
             write_run(root, "toy", "big", "prune", "keep70", s, acc=big[s] + (0.025 if s == 0 else -0.025 * (s == 1)),
                       time_s=40, flops=4e9, reused=scored, config=cfg["prune"]["variants"]["keep70"])
-        write_run(root, "toy", "small", "warmstart", "w", s, acc=small[s] + 0.15, time_s=5, flops=5e8,
-                  reused=[past(root, "small", s, 10, 1e9)], config={"model": "small", "shrink": 0.5})
+        w = write_run(root, "toy", "small", "warmstart", "w", s, acc=small[s] + 0.15, time_s=5, flops=5e8,
+                      reused=[past(root, "small", s, 10, 1e9)], config={"model": "small", "shrink": 0.5})
+        # an extra evaluation beside run.json: accuracy under attack (warmstart and the small baseline)
+        for folder, robust in ((w, 0.3 + 0.01 * s), (root / "toy" / "small" / "baseline" / f"s{s}", 0.1 + 0.01 * s)):
+            (folder / "robust.json").write_text(json.dumps({"robust_acc": robust, "clean_acc": 0.0, "n": N_TEST}))
     write_run(root, "toy", "small", "solo", "x", 0, acc=0.5, time_s=3, flops=3e8, config={"model": "small"})
     _scores_and_studies(root)
     return cfg

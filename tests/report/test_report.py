@@ -237,3 +237,18 @@ def test_frontier_labels_do_not_overlap():
     assert y.iloc[:n].notna().all() and math.isnan(y.iloc[n])
     px = sorted((y.iloc[:n] - 0.5) / 0.4 * 400)  # accuracy span 0.5..0.9 over 400 px
     assert min(b - a for a, b in zip(px, px[1:])) >= 12 - 1e-6  # one text line apart at least
+
+
+def test_robust_accuracy_from_robust_json_is_aggregated_and_charted(toy):
+    """robust.json beside run.json (any method) gives a robust_acc column with intervals, a table
+    column and a chart on the method's page; runs without it stay NaN, not 0."""
+    root, _, _ = toy
+    s = pd.read_parquet(root / "summary.parquet")
+    w = _agg(s, "warmstart/w (small)")
+    assert w["robust_acc"] == pytest.approx(0.3 + 0.01 * 1.5) and w["robust_acc_lo"] < w["robust_acc"] < w["robust_acc_hi"]
+    assert _agg(s, "baseline (small)")["robust_acc"] == pytest.approx(0.115)
+    assert math.isnan(_agg(s, "baseline (big)")["robust_acc"])
+    page = root / "report" / "method-warmstart.html"
+    assert any(k.endswith("robust-toy-warmstart") for k in chart_specs(page))
+    assert "robust accuracy (95% CI)" in page.read_text()
+    assert not any("robust" in k for k in chart_specs(root / "report" / "method-kd.html"))
