@@ -44,11 +44,11 @@ include: "rules/scores.smk"
 include: "rules/data_methods.smk"
 # @adv-include
 # @weights-include
+include: "rules/weights.smk"
 include: "rules/report.smk"
 
 
 rule all:
-include: "rules/weights.smk"
     default_target: True
     input:
         baseline_targets(),

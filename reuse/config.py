@@ -150,10 +150,10 @@ def _semantic_problems(config: dict) -> list[str]:
     problems += _score_problems(config)
     # @adv-problems
     # @weights-problems
+    problems += _weights_problems(config)
     c = config["cache"]
     if not c["dense"] and not c["topk"]:
         problems.append("cache: dense is false and topk is 0, so nothing would be cached; set one of them")
-    problems += _weights_problems(config)
     for name, spec in config["datasets"].items():
         try:
             check_root(name, spec)
@@ -235,9 +235,6 @@ def _score_problems(config: dict) -> list[str]:
     return problems
 
 
-def needs_scores(variant: dict) -> bool:
-    """Whether a data-method variant reads the score table (random choices do not)."""
-    return variant.get("mode") != "random" and variant.get("order") != "random"
 WEIGHTS_METHODS = ("warm", "soup", "averaging")
 WARM_FROM_METHODS = ("baseline", "kd") + DATA_METHODS + ("averaging",)
 
@@ -379,6 +376,9 @@ def soup_ingredient_seeds(config: dict, variant: str, seed: int) -> list[int]:
     return (seeds[start:] + seeds[:start])[: config["soup"]["variants"][variant]["ingredients"]["runs"]]
 
 
+def needs_scores(variant: dict) -> bool:
+    """Whether a data-method variant reads the score table (random choices do not)."""
+    return variant.get("mode") != "random" and variant.get("order") != "random"
 
 
 def score_epochs(config: dict) -> list[int]:
@@ -501,10 +501,10 @@ def expected_runs(config: dict) -> Iterator[dict]:
                    "relpath": f"{ds}/{model}/baseline/s{seed}", "config": None}
     known = {"kd": (kd_variants(config), kd_seeds(config))}
     known.update({m: (method_variants(config, m), method_seeds(config, m)) for m in DATA_METHODS})
+    known.update({m: (weights_variants(config, m), method_seeds(config, m)) for m in WEIGHTS_METHODS})
     for method, block in config.items():
         if method in known:
             pairs, seeds = known[method]
-    known.update({m: (weights_variants(config, m), method_seeds(config, m)) for m in WEIGHTS_METHODS})
         elif isinstance(block, dict) and isinstance(block.get("variants"), dict) and method != "baseline":
             pairs = [(ds, name) for ds in config["datasets"] for name, v in block["variants"].items()
                      if ds in v.get("datasets", [ds])]

@@ -121,11 +121,17 @@ def checkpoint_scores(model: torch.nn.Module, data, names: Iterable[str], *, bat
         x, y = x.to(device), y.to(device)
         counter = FlopCounterMode(display=False) if x.shape[0] not in flops else None
         with counter if counter is not None else contextlib.nullcontext():
-            if "grand" in names:
-                out["grand"][idx.numpy()] = ops.per_example_grad_norms(model, x, y).float().cpu().numpy()
-            if any(k != "grand" for k in names):
-                with torch.no_grad():
-                    logits = model(x).float()
+            forward = any(k != "grand" for k in names)
+            logits = None
+            if "grand" in names:  # one forward + backward gives the norms and the logits
+                got = ops.per_example_grad_norms(model, x, y, return_logits=forward)
+                norms, logits = got if forward else (got, None)
+                out["grand"][idx.numpy()] = norms.float().cpu().numpy()
+            if forward:
+                if logits is None:
+                    with torch.no_grad():
+                        logits = model(x)
+                logits = logits.float()
                 if "el2n" in names:
                     out["el2n"][idx.numpy()] = ops.el2n(logits, y).cpu().numpy()
                 if "loss" in names:

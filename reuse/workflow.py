@@ -418,22 +418,6 @@ def study_table(*, runs_csv: str, baseline_csv: str, method: str, out_csv: str) 
 
 # ----------------------------------------------------------------------------- report
 # @weights-workflow
-
-
-def report(*, results: str, config: dict | None = None, out_dir: str | None = None) -> dict[str, Any]:
-    """The summary table (``<results>/summary.parquet``, ``.csv``) and the report pages from every run
-    under ``results``; with ``config``, every run it declares that did not finish is shown missing."""
-    from reuse.report import build
-
-    out = build(results, config, out_dir=out_dir)
-    runs = out["runs"]
-    bad = runs[runs["status"] != "ok"]
-    for r in bad.itertuples(index=False):
-        log.warning("not finished (%s): %s/%s/%s/%s seed %s %s", r.status, r.dataset, r.model, r.method, r.variant,
-                    r.seed, r.error)
-    log.info("report: %d of %d runs finished; %s", len(runs) - len(bad), len(runs),
-             Path(out_dir or Path(results) / "report") / "index.html")
-    return out
 def _past_run_cost(run_dir: str) -> list[dict]:
     """What reusing the past run ``run_dir`` costs: its own training, and everything it reused in turn."""
     r = read_json(f"{run_dir}/run.json")
@@ -581,3 +565,19 @@ def weights_study(*, runs_csvs: list[str], baseline_csv: str, out_csv: str) -> N
         agg.to_csv(tmp, index=False)
     log.info("warm start, soup and averaging study:\n%s",
              agg.drop(columns=["model"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def report(*, results: str, config: dict | None = None, out_dir: str | None = None) -> dict[str, Any]:
+    """The summary table (``<results>/summary.parquet``, ``.csv``) and the report pages from every run
+    under ``results``; with ``config``, every run it declares that did not finish is shown missing."""
+    from reuse.report import build
+
+    out = build(results, config, out_dir=out_dir)
+    runs = out["runs"]
+    bad = runs[runs["status"] != "ok"]
+    for r in bad.itertuples(index=False):
+        log.warning("not finished (%s): %s/%s/%s/%s seed %s %s", r.status, r.dataset, r.model, r.method, r.variant,
+                    r.seed, r.error)
+    log.info("report: %d of %d runs finished; %s", len(runs) - len(bad), len(runs),
+             Path(out_dir or Path(results) / "report") / "index.html")
+    return out

@@ -44,16 +44,6 @@ METHOD_VARIANTS = {m: list(method_variants(config, m)) for m in DATA_METHODS}
 
 # @adv-common
 # @weights-common
-
-
-wildcard_constraints:
-    dataset="|".join(config["datasets"]),
-    model="|".join(config["models"]),
-    method="|".join(("baseline", "kd") + DATA_METHODS + ("adv", "warm", "soup", "averaging")),
-    seed=r"\d+",
-    epoch=r"\d+",
-
-
 from reuse.config import WEIGHTS_METHODS, soup_ingredient_seeds, warm_recipe, warm_source, weights_variants
 
 WEIGHTS_VARIANTS = {m: list(weights_variants(config, m)) for m in WEIGHTS_METHODS}
@@ -72,6 +62,16 @@ def weights_summary_targets():
         methods = [m for m in WEIGHTS_METHODS if any(d == ds for d, _ in WEIGHTS_VARIANTS[m])]
         out += [f"{R}/{ds}/{m}.csv" for m in methods] + ([f"{R}/{ds}/studies/warm.csv"] if methods else [])
     return out
+
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+    model="|".join(config["models"]),
+    method="|".join(("baseline", "kd") + DATA_METHODS + ("adv", "warm", "soup", "averaging")),
+    seed=r"\d+",
+    epoch=r"\d+",
+
+
 def data_files(dataset):
     return {"npz": f"{R}/{dataset}/data/data.npz", "meta": f"{R}/{dataset}/data/dataset.json"}
 

@@ -532,7 +532,8 @@ def per_example_grad_norms(
     targets: torch.Tensor,
     *,
     backend: str | None = None,
-) -> torch.Tensor:
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Exact per-example gradient norms of the cross-entropy loss (GraNd scores).
 
     ``out[i] = || d/dtheta CE(model(inputs[i]), targets[i]) ||_2`` over all
@@ -553,10 +554,13 @@ def per_example_grad_norms(
         backend: ``"compiled"``, ``"reference"`` or None (the package's
             :data:`reuse.ops.BACKEND`); the reference ops give the same result,
             slower.
+        return_logits: also return the forward pass's logits (detached), so
+            that forward-only scores (EL2N, loss, margin) need no second pass.
 
     Returns:
         ``[B]``, float64 when the trainable parameters are float64, float32
-        otherwise, on the inputs' device; not differentiable.
+        otherwise, on the inputs' device; not differentiable. With
+        ``return_logits``, the pair ``(norms, logits)``.
 
     One forward and one backward pass; no batched weight gradient is formed and
     no parameter's ``.grad`` is touched. The model's training flags and the
@@ -579,7 +583,15 @@ def per_example_grad_norms(
     B = inputs.shape[0]
     acc = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
     if not layers or B == 0:
-        return torch.zeros(B, dtype=acc, device=inputs.device)
+        zeros = torch.zeros(B, dtype=acc, device=inputs.device)
+        if not return_logits:
+            return zeros
+        training = model.training
+        try:
+            with torch.no_grad():
+                return zeros, model.eval()(inputs)
+        finally:
+            model.train(training)
 
     training = {m: m.training for m in model.modules()}
     handles = []
@@ -609,6 +621,5 @@ def per_example_grad_norms(
             p.requires_grad_(True)
         for m, flag in training.items():
             m.training = flag
-    if state.total is None:
-        return torch.zeros(B, dtype=acc, device=inputs.device)
-    return state.total.sqrt()
+    norms = torch.zeros(B, dtype=acc, device=inputs.device) if state.total is None else state.total.sqrt()
+    return (norms, logits.detach()) if return_logits else norms

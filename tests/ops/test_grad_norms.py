@@ -218,6 +218,21 @@ def test_empty_batch_and_no_trainable_parameters():
     assert out.tolist() == [0.0] * x.shape[0]
 
 
+def test_return_logits_gives_the_eval_forward():
+    """The logits of the norms' own forward pass equal an eval-mode forward, also when there is no
+    trainable parameter; the norms are unchanged and the model's mode is restored."""
+    model, x, y = make_model("cnn1d", torch.float64)
+    model.train()
+    norms, logits = per_example_grad_norms(model, x, y, return_logits=True)
+    torch.testing.assert_close(norms, per_example_grad_norms(model, x, y), rtol=0, atol=0)
+    assert not logits.requires_grad and model.training
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model.eval()(x), rtol=1e-12, atol=0)
+    model.train().requires_grad_(False)
+    norms, logits = per_example_grad_norms(model, x, y, return_logits=True)
+    assert norms.tolist() == [0.0] * x.shape[0] and logits.shape == (x.shape[0], logits.shape[1]) and model.training
+
+
 # ------------------------------------------------------------------ frozen parameters
 
 
