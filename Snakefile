@@ -13,6 +13,9 @@
 #   R/{dataset}/scores.parquet, scores.json           scores averaged over past runs  (rules/scores.smk)
 #   R/{dataset}/{model}/{method}/{variant}/s{seed}/   prune, curriculum, reweight runs (rules/data_methods.smk)
 #   R/{dataset}/{model}/warm|soup|averaging/{variant}/s{seed}/  warm starts, soups, SWA/EMA runs (rules/weights.smk)
+#   R/{dataset}/adv/{cache}/adv.npz, meta.json        adversarial examples made once against past runs (rules/adversarial.smk)
+#   R/{dataset}/{model}/adv/{variant}/s{seed}/        runs trained with them, or with online ones: same files
+#   R/{dataset}/{model}/.../s{seed}/robust.json       robust accuracy (PGD against the run's own model)
 #   R/{dataset}/baselines.csv, kd.csv, prune.csv...   one row per run
 #   R/{dataset}/studies/*.csv                         keep-fraction, curriculum, score-agreement studies;
 #                                                     warm.csv: warm starts, soups, averaging vs baseline
@@ -42,6 +45,7 @@ include: "rules/baseline.smk"
 include: "rules/kd.smk"
 include: "rules/scores.smk"
 include: "rules/data_methods.smk"
+include: "rules/adversarial.smk"
 # @adv-include
 # @weights-include
 include: "rules/weights.smk"

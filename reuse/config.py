@@ -148,6 +148,9 @@ def _semantic_problems(config: dict) -> list[str]:
             problems.append(f"{where}.schedule.milestones: {late} lie beyond epochs={r['epochs']}")
     problems += _kd_problems(config)
     problems += _score_problems(config)
+    from reuse.methods.adversarial.plan import adv_problems
+
+    problems += adv_problems(config)
     # @adv-problems
     # @weights-problems
     problems += _weights_problems(config)

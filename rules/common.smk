@@ -42,6 +42,16 @@ SCORE_MODEL = config["scores"]["model"]
 SCORE_DATASETS = score_datasets(config)
 METHOD_VARIANTS = {m: list(method_variants(config, m)) for m in DATA_METHODS}
 
+from reuse.methods.adversarial.plan import (
+    adv_cache_epoch,
+    adv_cache_seeds,
+    adv_robust_models,
+    adv_seeds,
+    adv_variants,
+)
+
+ADV_VARIANTS = list(adv_variants(config))
+ADV_SEEDS = adv_seeds(config)
 # @adv-common
 # @weights-common
 from reuse.config import WEIGHTS_METHODS, soup_ingredient_seeds, warm_recipe, warm_source, weights_variants

@@ -425,6 +425,8 @@ class _Context:
         varying = [c for c in cfg if own[c].astype(str).nunique() > 1]
         out = []
         for key in varying:
+            if own[key].dropna().map(lambda v: isinstance(v, (bool, np.bool_))).all():
+                continue  # an on/off switch, not a scale
             x = pd.to_numeric(own[key], errors="coerce")
             if x.isna().any() or x.nunique() < 2:
                 continue

@@ -25,6 +25,11 @@ def _clean(df: pd.DataFrame) -> pd.DataFrame:
     return df.replace([np.inf, -np.inf], np.nan)
 
 
+def _absent(v) -> bool:
+    """None or NaN (a setting a variant does not have)."""
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+
+
 def _pct(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
 
@@ -294,14 +299,14 @@ def sweep_chart(aggs: pd.DataFrame, key: str, group: list[str], title: str = "")
     d = aggs[(aggs["n"] > 0)].copy()
     d["x"] = pd.to_numeric(d[key], errors="coerce")
     d = d[d["x"].notna()]
-    d["group"] = [" ".join(f"{g.removeprefix('cfg_')}={v}" for g, v in zip(group, vals)) or "all"
-                  for vals in d[group].astype(str).itertuples(index=False)] if group else "all"
+    d["group"] = [" ".join(f"{g.removeprefix('cfg_')}={v}" for g, v in zip(group, vals) if not _absent(v)) or "all"
+                  for vals in d[group].itertuples(index=False)] if group else "all"
     d["ci_text"] = [_ci_text(a, b, n) for a, b, n in zip(d["test_acc_lo"], d["test_acc_hi"], d["n"])]
     d = _clean(d[["x", "group", "label", "model", "test_acc", "test_acc_lo", "test_acc_hi", "n_of", "ci_text",
                   "verdict"]])
     base = alt.Chart(d)
     x = alt.X("x:Q", title=key.removeprefix("cfg_"), scale=alt.Scale(zero=False))
-    color = alt.Color("group:N", title="other settings")
+    color = alt.Color("group:N", title="other settings", legend=alt.Legend(labelLimit=420))
     line = base.mark_line(point=True).encode(
         x=x, y=alt.Y("test_acc:Q", title="test accuracy (mean, 95% CI)", scale=alt.Scale(zero=False),
                      axis=alt.Axis(format=".1%")), color=color,

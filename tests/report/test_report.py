@@ -166,6 +166,20 @@ def test_sweeps_come_from_the_config_block(toy):
     assert 'href="scores-toy.html"' in (root / "report" / "method-prune.html").read_text()
 
 
+def test_switches_are_not_sweeps_and_absent_settings_are_not_named():
+    from reuse.report.build import _Context
+    from reuse.report.charts import sweep_chart
+
+    own = pd.DataFrame({"n": [5] * 4, "cfg_keep": [0.5, 0.7, 0.5, 0.7], "cfg_class_balanced": [False, False, True, True],
+                        "cfg_score": ["el2n", "el2n", None, None], "test_acc": [0.8, 0.9, 0.7, 0.8],
+                        "test_acc_lo": 0.6, "test_acc_hi": 0.95, "label": list("abcd"), "model": "m",
+                        "n_of": "n=5", "verdict": "better"})
+    assert [k for k, _ in _Context.sweeps(None, own)] == ["cfg_keep"]
+    groups = {g for d in sweep_chart(own, "cfg_keep", ["cfg_class_balanced", "cfg_score"]).to_dict()["datasets"].values()
+              for g in (r["group"] for r in d)}
+    assert groups == {"class_balanced=False score=el2n", "class_balanced=True"}
+
+
 def test_pages_are_self_contained(toy):
     root, _, out = toy
     pages = sorted((root / "report").glob("*.html"))
