@@ -42,7 +42,8 @@ def adv_targets():
 rule adv_cache:
     input:
         unpack(lambda wc: data_files(wc.dataset)),
-        ckpts=lambda wc: [f"{r}/ckpt/e{adv_cache_epoch(config, wc.cache)}.pt" for r in adv_cache_runs(wc.dataset, wc.cache)],
+        ckpts=lambda wc: [f"{r}/ckpt/e{adv_cache_epoch(config, wc.cache)}.pt"
+                          for r in adv_cache_runs(wc.dataset, wc.cache)],
         runs=lambda wc: [f"{r}/run.json" for r in adv_cache_runs(wc.dataset, wc.cache)],
     output:
         npz=f"{R}/{{dataset}}/adv/{{cache}}/adv.npz",
