@@ -5,40 +5,6 @@
 # the study that sets robustness against cost.
 
 
-def adv_cache_runs(ds, cache):
-    """The folders of the baseline runs a cache attacks."""
-    model = config["adv"]["caches"][cache]["source"]["model"]
-    return [run_dir(ds, model, seed=s) for s in adv_cache_seeds(config, cache)]
-
-
-def adv_run_dirs(ds):
-    """The folders of a dataset's adversarial runs (every variant x seed)."""
-    return [f"{R}/{d}/{config['adv']['variants'][v]['model']}/adv/{v}/s{s}" for d, v in ADV_VARIANTS if d == ds
-            for s in ADV_SEEDS]
-
-
-def robust_checkpoint(ds, model, kind, seed):
-    """The final checkpoint of a run whose robust accuracy is measured."""
-    if kind == "baseline":
-        return f"{run_dir(ds, model, seed=seed)}/ckpt/e{checkpoint_epochs(config, model)[-1]}.pt"
-    return f"{R}/{ds}/{model}/{kind}/s{seed}/ckpt/last.pt"
-
-
-def adv_robust_files(ds):
-    """robust.json of every adversarial run and of every baseline run of the variants' models."""
-    base = [f"{run_dir(d, m, seed=s)}/robust.json" for d, m in adv_robust_models(config) if d == ds
-            for s in SEEDS]
-    return base + [f"{d}/robust.json" for d in adv_run_dirs(ds)]
-
-
-def adv_targets():
-    """Per dataset with adversarial variants: the run table, the study and every robust.json."""
-    out = []
-    for ds in dict.fromkeys(ds for ds, _ in ADV_VARIANTS):
-        out += [f"{R}/{ds}/adv.csv", f"{R}/{ds}/studies/adv.csv"] + adv_robust_files(ds)
-    return out
-
-
 rule adv_cache:
     input:
         unpack(lambda wc: data_files(wc.dataset)),
@@ -86,7 +52,6 @@ for _ds, _variant in ADV_VARIANTS:
             model=_v["model"],
             model_cfg=config["models"][_v["model"]],
             recipe=recipe_for(config, _v["model"]),
-            cache_dir=_cache_dir,
             device=config["device"],
             progress=config["progress"],
         log:
