@@ -383,9 +383,7 @@ class _Context:
                         "model; mean over seeds with 95% bootstrap intervals; colour: the clean accuracy's paired "
                         "comparison with the baseline.")
             p.h("Learning curves", 3)
-            cs = self.curve_stats
-            cs = cs[(cs["dataset"] == ds) & cs["label"].isin(set(mine["label"]))] if not cs.empty else cs
-            p.chart(C.curves_chart(cs), f"curves-{ds}-{method}",
+            p.chart(C.curves_chart(_rows_of(self.curve_stats, ds, mine)), f"curves-{ds}-{method}",
                     "Test accuracy after each epoch against optimisation steps; line: mean over seeds, band: 95% "
                     "bootstrap interval; dashed: the baseline of the same model.")
             if method != BASELINE:
@@ -403,9 +401,7 @@ class _Context:
                         "Each point: one variant (mean over seeds, 95% CI); lines join variants whose other settings "
                         "agree.")
             p.h("Per-class test accuracy", 3)
-            pc = self.class_stats
-            pc = pc[(pc["dataset"] == ds) & pc["label"].isin(set(mine["label"]))] if not pc.empty else pc
-            p.chart(C.per_class_chart(pc), f"per-class-{ds}-{method}",
+            p.chart(C.per_class_chart(_rows_of(self.class_stats, ds, mine)), f"per-class-{ds}-{method}",
                     "Colour: mean per-class accuracy minus the same model's baseline (red lower, blue higher); hover "
                     "for the accuracy and its interval.")
             study = self.col.studies.get(ds, {}).get(method)
@@ -509,6 +505,11 @@ def _export(chart, path: Path, ext: str) -> None:
         path.write_text(vlc.vegalite_to_svg(spec, vl_version=v))
     else:
         raise ValueError(f"report.figures: unknown format {ext!r} (png, svg)")
+
+
+def _rows_of(stats: pd.DataFrame, ds: str, aggs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-aggregate statistics table (curves, per-class) for ``aggs`` on ``ds``."""
+    return stats[(stats["dataset"] == ds) & stats["label"].isin(set(aggs["label"]))] if not stats.empty else stats
 
 
 def _esc(s: Any) -> str:
