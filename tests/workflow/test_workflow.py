@@ -121,6 +121,65 @@ def test_scores_and_data_methods(done):
     assert set(agree["kind"]) == {"runs", "epochs", "n_runs"} and agree["spearman"].between(-1, 1).all()
 
 
+def test_adversarial_cache_runs_robust_accuracy_and_study(done):
+    """The adversarial cache (float16 perturbations, fingerprint, attack, cost), the runs trained with
+    it or online, robust.json for them and the CNN baselines, and the study against the baseline and
+    the online run."""
+    from reuse.methods.adversarial import AdvCache
+
+    res = done / "results" / "tiny"
+    fp = read_json(res / "data" / "dataset.json")["fingerprint"]["train"]
+    cache = AdvCache.open(res / "adv" / "pgd", fingerprint=fp)
+    assert cache.delta.shape == (240, 1, 40) and cache.delta.dtype == np.float16
+    assert cache.meta["attack"]["kind"] == "pgd" and len(cache.meta["source"]) == 2 and cache.meta["cost"]["flops"] > 0
+    for variant, seed in [(v, s) for v in ("mix", "online") for s in (0, 1)]:
+        run = res / "cnn" / "adv" / variant / f"s{seed}"
+        kinds = [x["kind"] for x in read_json(run / "run.json")["reused"]]
+        assert kinds == (["past_run", "past_run", "adv_cache"] if variant == "mix" else [])
+        robust = read_json(run / "robust.json")
+        assert 0 <= robust["robust_acc"] <= robust["clean_acc"] <= 1 and robust["n"] == 60
+    for seed in (0, 1):
+        assert read_json(res / "cnn" / "baseline" / f"s{seed}" / "robust.json")["attack"]["steps"] == 3
+    study = pd.read_csv(res / "studies" / "adv.csv").set_index("variant")
+    assert set(study.index) == {"mix", "online"} and (study["n"] == 2).all() and (study["robust_n"] == 2).all()
+    assert (study["vs_online"] == "online").all() and study.loc["online", "cost_fraction"] == 1
+    assert {"acc_mean", "robust_mean", "baseline_robust_mean", "robustness_retained", "cost_fraction",
+            "cost_fraction_time", "cost_flops", "cost_with_past_flops"} <= set(study.columns)
+    assert study.loc["mix", "gen_flops"] == cache.meta["cost"]["flops"]
+
+
+def test_warm_starts_soups_and_weight_averaging(done):
+    """Warm starts from one past run, a greedy soup of two of them chosen on the held-out split, SWA
+    within a run: the standard run files, what each reused, and the study beside the baseline."""
+    res = done / "results" / "tiny"
+    data = read_json(res / "data" / "dataset.json")
+    assert data["n_train"] == 240 and data["n_val"] == 40 and data["fingerprint"]["val"]["n"] == 40
+    past = read_json(res / "mlp" / "baseline" / "s0" / "run.json")
+    for seed in (0, 1):
+        warm = read_json(res / "mlp" / "warm" / "tune" / f"s{seed}" / "run.json")
+        assert warm["recipe"]["epochs"] == 2 and warm["recipe"]["optimizer"]["lr"] == 0.01
+        assert [(x["kind"], Path(x["path"]).name) for x in warm["reused"]] == [("past_run", "s0")]
+        assert warm["reused"][0]["time_s"] == past["cost"]["train_time_s"]
+        soup_dir = res / "mlp" / "soup" / "greedy" / f"s{seed}"
+        soup = read_json(soup_dir / "run.json")
+        ingredients = [x for x in soup["reused"] if x["kind"] == "soup_ingredient"]
+        assert [Path(x["path"]).name for x in ingredients] == [f"s{seed}", f"s{1 - seed}"]  # cyclic from the seed
+        assert any(x["chosen"] for x in ingredients) and all(0 <= x["heldout_acc"] <= 1 for x in ingredients)
+        assert [x["path"] for x in soup["reused"] if x["kind"] == "past_run"] == [warm["reused"][0]["path"]]
+        assert soup["recipe"]["epochs"] == 0 and soup["cost"]["step"] == 0 and soup["cost"]["train_time_s"] > 0
+        assert [m["epoch"] for m in read_jsonl(soup_dir / "metrics.jsonl")] == [0]
+        assert (soup_dir / "ckpt" / "last.pt").exists() and np.load(soup_dir / "predictions.npz")["logits"].shape == (60, 10)
+        swa = res / "cnn" / "averaging" / "swa" / f"s{seed}"
+        last = read_jsonl(swa / "metrics.jsonl")[-1]
+        assert last["test_acc"] == read_json(swa / "run.json")["final"]["test_acc"] and "test_acc_before" in last
+    study = pd.read_csv(res / "studies" / "warm.csv")
+    assert set(zip(study["method"], study["variant"].fillna(""))) == {
+        ("baseline", ""), ("warm", "tune"), ("soup", "greedy"), ("averaging", "swa")}
+    assert (study["n"] == 2).all() and study.loc[study["method"] == "soup", "best_ingredient_acc"].notna().all()
+    for method in ("warm", "soup", "averaging"):
+        assert len(pd.read_csv(res / f"{method}.csv")) == 2
+
+
 def test_report_summary_and_pages(done):
     """The report rule: one summary row per run and per aggregate, NLL and ECE in run.json, the pages
     and figures, recommendations that agree with the table, and Snakemake's own HTML report."""
@@ -130,16 +189,17 @@ def test_report_summary_and_pages(done):
     res = done / "results"
     summary = pd.read_parquet(res / "summary.parquet")
     runs, aggs = summary[summary["row"] == "run"], summary[summary["row"] == "aggregate"]
-    assert len(runs) == 16 and (runs["status"] == "ok").all()
-    assert len(aggs) == 8 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
-        "baseline", "kd", "prune", "curriculum", "reweight"}
+    assert len(runs) == 26 and (runs["status"] == "ok").all()
+    assert len(aggs) == 13 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
+        "baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm", "soup", "averaging"}
     info = read_json(res / "tiny" / "mlp" / "kd" / "ens" / "s0" / "run.json")
     assert 0 <= info["final"]["test_ece"] <= 1 and info["final"]["ece_bins"] == 15
     assert np.isclose(info["final"]["test_nll"], info["final"]["test_loss"], rtol=1e-4)
     check_recommendations(res)
     pages = {p.name for p in (res / "report").glob("*.html")}
     assert pages == {"index.html", "frontier.html", "recommendations.html", "runs.html", "scores-tiny.html",
-                     *(f"method-{m}.html" for m in ("baseline", "kd", "prune", "curriculum", "reweight"))}
+                     *(f"method-{m}.html" for m in ("baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm",
+                                                    "soup", "averaging"))}
     for axis in AXES:
         for ext in ("png", "svg"):
             assert (res / "report" / "figures" / f"frontier_tiny_{axis}.{ext}").stat().st_size > 1000
@@ -162,7 +222,10 @@ def test_dry_run_shows_the_dag(tmp_path):
                               "kd__tiny__ens": 2, "kd__tiny__mix": 2, "summarize_kd": 1, "score_run": 2,
                               "score_table": 1, "score_agreement": 1, "prune__tiny__el2n_half": 2,
                               "prune__tiny__rand_half": 2, "curriculum__tiny__easy": 2, "reweight__tiny__up": 2,
-                              "summarize_data_method": 3, "study_data_method": 3, "report": 1, "all": 1}
+                              "summarize_data_method": 3, "study_data_method": 3, "adv_cache": 1, "adv__tiny__mix": 2,
+                              "adv__tiny__online": 2, "robust_eval": 6, "summarize_adv": 1, "study_adv": 1,
+                              "warm__tiny__tune": 2, "soup__tiny__greedy": 2, "averaging__tiny__swa": 2,
+                              "summarize_weights": 3, "study_weights": 1, "report": 1, "all": 1}
     assert not (tmp_path / "results").exists()
 
 
@@ -205,7 +268,8 @@ def test_deleting_a_checkpoint_rebuilds_only_its_run(done):
     plan = smk(done, "-n")
     # the study tables compare against the baselines' table, so they are refreshed too
     assert jobs(plan.stdout) == {"train_baseline__tiny__mlp": 1, "logit_cache__tiny__mlp": 1,
-                                 "summarize_baselines": 1, "study_data_method": 3, "report": 1, "all": 1}
+                                 "summarize_baselines": 1, "study_data_method": 3, "study_weights": 1, "study_adv": 1,
+                                 "report": 1, "all": 1}
     assert smk(done).returncode == 0
     new = torch.load(victim, weights_only=False)["model"]
     assert all(torch.equal(old[k], new[k]) for k in old)  # retraining is deterministic
