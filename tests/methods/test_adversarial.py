@@ -106,6 +106,16 @@ def test_input_bounds_are_the_per_channel_range_of_the_normalised_training_input
     assert torch.allclose(hi, x.amax(dim=(0, 2)).view(1, 1), atol=1e-5)
 
 
+def test_image_folder_bounds_are_the_normalised_pixel_range():
+    from reuse.data.datasets import ImageFolderData
+
+    split = ImageFolderData("unused", np.array(["a.png"]), np.array([0]), num_classes=2, mean=[0.5, 0.4, 0.3],
+                            std=[0.2, 0.2, 0.25], fingerprint={})
+    lo, hi = input_bounds(split)
+    assert lo.shape == (3, 1, 1) and torch.allclose(lo.flatten(), torch.tensor([-2.5, -2.0, -1.2]))
+    assert torch.allclose(hi.flatten(), torch.tensor([2.5, 3.0, 2.8]))
+
+
 @pytest.mark.parametrize("norm, eps", [("linf", 0.3), ("l2", 1.5)])
 @pytest.mark.parametrize("which", ["random", "trained"])
 @pytest.mark.parametrize("kind", ["fgsm", "pgd"])

@@ -52,15 +52,18 @@ def input_bounds(data) -> tuple[torch.Tensor, torch.Tensor]:
     nominal pixel range [0, 1] normalised.
     """
     split = getattr(data, "train", data)
-    mean, std = split.mean[0].float(), split.std[0].float()
     if hasattr(split, "x"):
+        mean, std = split.mean[0].float(), split.std[0].float()
         x = split.x
         axes = [0] + list(range(2, x.ndim))
-        raw_lo = x.amin(dim=axes).float() * split.scale
-        raw_hi = x.amax(dim=axes).float() * split.scale
-        shape = mean.shape
-        raw_lo, raw_hi = raw_lo.view(shape), raw_hi.view(shape)
-    else:
+        raw_lo = (x.amin(dim=axes).float() * split.scale).view(mean.shape)
+        raw_hi = (x.amax(dim=axes).float() * split.scale).view(mean.shape)
+    else:  # an image folder: its transforms end in Normalize(mean, std)
+        from torchvision.transforms import v2
+
+        norm = [t for t in split.eval_tf.transforms if isinstance(t, v2.Normalize)][-1]
+        mean = torch.tensor(norm.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(norm.std, dtype=torch.float32).view(-1, 1, 1)
         raw_lo, raw_hi = torch.zeros_like(mean), torch.ones_like(mean)
     return (raw_lo - mean) / std, (raw_hi - mean) / std
 
