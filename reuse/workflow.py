@@ -580,8 +580,6 @@ def train_soup(*, data_dir: str, variant: str, cfg: dict, model_name: str, model
     the mixing, the held-out evaluations of a greedy soup and the BatchNorm recompute; the
     ingredients' cost (with what they reused) is counted as reused, with each ingredient's held-out
     accuracy and whether the soup took it."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from reuse.methods.weights import average_state_dicts, greedy_soup, recompute_bn
 
     dev = pick_device(device)
@@ -589,6 +587,10 @@ def train_soup(*, data_dir: str, variant: str, cfg: dict, model_name: str, model
     if cfg["recipe"] == "greedy" and data.val is None:
         raise ReuseError(f"soup variant {variant}: a greedy soup chooses by held-out accuracy, but dataset "
                          f"'{data.name}' has no val split; set datasets.{data.name}.holdout or use recipe: uniform")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False):  # its one-off set-up (about 1.5 s) is measurement, not the soup's cost
+        torch.ones(1, 1) @ torch.ones(1, 1)
     t0 = time.perf_counter()
     paths = [f"{r}/ckpt/last.pt" for r in ingredient_runs]
     sds = [load_checkpoint(p, fingerprint=data.train.fingerprint)["model"] for p in paths]
@@ -617,19 +619,18 @@ def train_soup(*, data_dir: str, variant: str, cfg: dict, model_name: str, model
         log.info("greedy soup %s: held-out accuracy of the ingredients %s; took %s (best first) for %.4f with %d "
                  "evaluations", variant, [f"{a:.4f}" for a in info["scores"]], chosen, info["score"], info["evaluations"])
     else:
-        with FlopCounterMode(display=False) as counter:
-            soup = average_state_dicts(sds)
-        flops += counter.get_total_flops()
+        soup = average_state_dicts(sds)  # elementwise: no FLOPs in torch's count (matmuls and convolutions)
         chosen = list(range(len(sds)))
     settle(soup)
     soup = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     cost = {"train_time_s": time.perf_counter() - t0, "train_flops": flops}
-    reused = []
+    reused: dict[str, dict] = {}  # by path: ingredients that share a past run count it once
     for i, r in enumerate(ingredient_runs):
         lines = _past_run_cost(r)
         lines[0].update(kind="soup_ingredient", chosen=i in chosen,
                         **({"heldout_acc": info["scores"][i]} if info else {}))
-        reused += lines
+        for x in lines:
+            reused.setdefault(x["path"], x)
     epochs = cfg["finetune_epochs"]
     recipe = rescale_recipe(recipe, epochs, epochs / recipe["epochs"]) if epochs else {**recipe, "epochs": 0,
                                                                                    "checkpoint_epochs": []}
@@ -637,7 +638,8 @@ def train_soup(*, data_dir: str, variant: str, cfg: dict, model_name: str, model
     log.info("soup %s of %d ingredients (%d taken), %s, in %.2fs; %d fine-tuning epochs", variant, len(sds),
              len(chosen), cfg["recipe"], cost["train_time_s"], epochs)
     fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed, device=dev,
-                  outputs=outputs, progress=progress, method="soup", variant=variant, reused=reused, method_cfg=cfg,
+                  outputs=outputs, progress=progress, method="soup", variant=variant, reused=list(reused.values()),
+                  method_cfg=cfg,
                   init=soup, init_id=init_id, initial_cost=cost)
 
 

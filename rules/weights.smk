@@ -4,40 +4,6 @@
 # (method, dataset, variant); each writes one run per seed with the standard run files.
 
 
-def warm_past_run(ds, variant, seed):
-    """The folder of the past run that the warm start of ``seed`` starts from, and its checkpoint."""
-    src = warm_source(config, variant, int(seed))
-    return {"run": f"{R}/{ds}/{src['run']}", "ckpt": f"{R}/{ds}/{src['run']}/ckpt/{src['ckpt']}"}
-
-
-def soup_ingredient_runs(ds, variant, seed):
-    """The folders of the warm runs averaged into the soup of ``seed``."""
-    ing = config["soup"]["variants"][variant]["ingredients"]
-    return [method_dir(ds, "warm", ing["variant"], s) for s in soup_ingredient_seeds(config, variant, int(seed))]
-
-
-def weights_inputs(method, ds, variant, seed):
-    if method == "warm":
-        past = warm_past_run(ds, variant, seed)
-        return [past["ckpt"], f"{past['run']}/run.json"]
-    if method == "soup":
-        return [f"{r}/{name}" for r in soup_ingredient_runs(ds, variant, seed) for name in ("ckpt/last.pt", "run.json")]
-    return []
-
-
-def weights_past(method, ds, variant, seed):
-    """What a run reads besides the data: a warm start's past run ({run, ckpt}), a soup's ingredient
-    run folders; nothing for weight averaging."""
-    if method == "warm":
-        return warm_past_run(ds, variant, seed)
-    return soup_ingredient_runs(ds, variant, seed) if method == "soup" else None
-
-
-def weights_recipe(method, variant):
-    v = config[method]["variants"][variant]
-    return warm_recipe(config, variant) if method == "warm" else recipe_for(config, v["model"])
-
-
 for _method, _pairs in WEIGHTS_VARIANTS.items():
     for _ds, _variant in _pairs:
         _v = config[_method]["variants"][_variant]
