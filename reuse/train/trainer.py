@@ -271,8 +271,8 @@ class Trainer:
             self._log_epoch(row)
             self._checkpoint()
         if not s.metrics:  # epochs: 0, the model as given (e.g. a soup without fine-tuning)
-            row = {"epoch": 0, "step": 0, "lr": 0.0, "train_loss": float("nan"), "train_acc": float("nan"),
-                   "examples_seen": 0, "epoch_time_s": 0.0}
+            row = {"epoch": 0, "step": 0, "lr": 0.0, "train_loss": None, "train_acc": None, "examples_seen": 0,
+                   "epoch_time_s": 0.0}  # nothing trained: no training loss or accuracy (null in metrics.jsonl)
             self._evaluate_into(row)
             row.update(self.totals)
             s.metrics.append(row)
