@@ -1,0 +1,256 @@
+"""The cluster profiles for real, on this machine: the tiny workflow through a single-node SLURM cluster
+(tools/slurm_cluster.sh), with S3 as the default storage against a local S3 server (moto), and both.
+
+The SLURM tests need root and Debian's slurm-wlm and munge; they are skipped without them, unless
+REUSE_REQUIRE_CLUSTER=1 (CI), which turns the skip into a failure. No test can reach a real cloud
+address: the AWS endpoint is the local server, the credentials are dummies and the EC2 metadata
+service is off."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.workflow, pytest.mark.cluster]
+TINY = ROOT / "tests" / "workflow" / "config.yaml"
+CLUSTER_SCRIPT = ROOT / "tools" / "slurm_cluster.sh"
+BIN = Path(sys.executable).parent
+REQUIRE = os.environ.get("REUSE_REQUIRE_CLUSTER") == "1"
+RUN_TIMEOUT = 300  # seconds for one Snakemake run (`timeout` kills it, and the test fails)
+BUCKET = "reuse-test"
+
+
+def unavailable(reason: str):
+    """Skip, or fail when the cluster tests are required (CI)."""
+    if REQUIRE:
+        pytest.fail(f"{reason} (REUSE_REQUIRE_CLUSTER=1 requires the cluster tests to run)")
+    pytest.skip(reason)
+
+
+def trimmed_config(path: Path) -> Path:
+    """The tiny workflow cut to what exercises every kind of job quickly: the data, both baselines of
+    one seed with their logit caches, one distillation variant, the tables and the report. Taken from
+    the tiny config's shared parts, so it follows that config as it changes; every method section is
+    left out (none runs), except one KD variant."""
+    tiny = yaml.safe_load(TINY.read_text())
+    cfg = {k: tiny[k] for k in ("results", "device", "progress", "datasets", "models", "train", "cache") if k in tiny}
+    teacher = next(m for m, spec in tiny["models"].items() if spec.get("train", {}).get("augment"))
+    student = next(m for m in tiny["models"] if m != teacher)
+    cfg["baseline"] = {"seeds": [0]}
+    cfg["kd"] = {"variants": {"kd1": {"student": student, "teacher": {"model": teacher}, "temperature": 2}}}
+    cfg["report"] = {"figures": [], "bootstrap": {"resamples": 200}}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def smk(workdir: Path, config: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT), sys.executable, "-m", "snakemake", "--snakefile",
+           str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(config), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env={**os.environ, **(env or {})},
+                       timeout=RUN_TIMEOUT + 30)
+    assert r.returncode != 124, f"snakemake ran past {RUN_TIMEOUT} s and was stopped:\n{r.stderr[-4000:]}"
+    return r
+
+
+def planned_jobs(workdir: Path, config: Path, *args: str, env: dict | None = None) -> dict[str, int]:
+    """Rule -> job count of what a run would do (a dry run's 'Job stats')."""
+    r = smk(workdir, config, "-n", "--cores", "1", *args, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = r.stdout.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def is_no_op(workdir: Path, config: Path, *args: str, env: dict | None = None) -> bool:
+    r = smk(workdir, config, "-n", "--cores", "1", *args, env=env)
+    return r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+# --- the SLURM cluster --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A single-node SLURM cluster on 127.0.0.1 for this module, stopped at its end."""
+    if os.geteuid() != 0:
+        unavailable("the SLURM tests start munged, slurmctld and slurmd, which needs root")
+    missing = [t for t in ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue") if not shutil.which(t)]
+    if missing:
+        unavailable(f"SLURM is not installed (missing {', '.join(missing)}); as root: apt-get install slurm-wlm munge")
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "REUSE_SLURM_DIR": str(state), "REUSE_SLURMCTLD_PORT": str(free_port()),
+           "REUSE_SLURMD_PORT": str(free_port())}
+    r = subprocess.run(["timeout", "60", "bash", str(CLUSTER_SCRIPT), "start"], capture_output=True, text=True,
+                       env=env, timeout=90)
+    try:
+        assert r.returncode == 0, f"the test cluster did not start:\n{r.stdout}{r.stderr}"
+        yield state
+    finally:
+        subprocess.run(["timeout", "30", "scancel", "--full", "--partition", "main"], capture_output=True,
+                       env=env, timeout=60)
+        r = subprocess.run(["timeout", "60", "bash", str(CLUSTER_SCRIPT), "stop"], capture_output=True, text=True,
+                           env=env, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+# The profile as a user would run it, with the settings a cluster without slurmdbd needs: squeue for the
+# job states (there is no sacct; squeue sees a finished job for MinJobAge=300 s, well above the 3 x 5 s
+# the plugin asks for) and no account. The plugin checks 5 s after a submission, then backs off by 10 s
+# per check that finds nothing finished (5, 20, 45 s), which suits jobs of 10-40 s. Successful jobs'
+# SLURM logs are kept so the test can read them.
+SLURM_ARGS = ("--profile", str(ROOT / "profiles" / "slurm"), "--slurm-status-command", "squeue",
+              "--slurm-init-seconds-before-status-checks", "5", "--slurm-no-account",
+              "--slurm-keep-successful-logs", "--jobs", "4")
+
+
+def check_ran_under_slurm(workdir: Path, result: subprocess.CompletedProcess, plan: dict[str, int]) -> list[str]:
+    """Every planned job (but the local target rule `all`) was an sbatch job that ran its rule; the
+    SLURM job ids."""
+    log = result.stdout + result.stderr
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.", log)
+    expected = sum(n for rule, n in plan.items() if rule != "all")
+    assert len(submitted) == expected, f"{len(submitted)} SLURM jobs for {plan}:\n{log[-4000:]}"
+    ids = [slurm_id for _, slurm_id, _ in submitted]
+    assert len(set(ids)) == len(ids)
+    ran = {}
+    for _, slurm_id, path in submitted:
+        text = Path(path).read_text()
+        assert Path(path).is_relative_to(workdir / ".snakemake" / "slurm_logs") and Path(path).stem == slurm_id
+        rule = re.search(r"^(?:local)?rule (\w+):", text, re.M)
+        assert rule, f"SLURM log {path} shows no rule:\n{text[-2000:]}"
+        ran[rule.group(1)] = ran.get(rule.group(1), 0) + 1
+    assert ran == {rule: n for rule, n in plan.items() if rule != "all"}
+    return ids
+
+
+def test_slurm_runs_every_job_as_a_slurm_job(slurm, tmp_path):
+    config = trimmed_config(tmp_path / "cluster.yaml")
+    plan = planned_jobs(tmp_path, config)
+    assert plan.get("kd__tiny__kd1") == 1 and plan.get("report") == 1 and plan.get("prepare_data") == 1
+    t0 = time.time()
+    r = smk(tmp_path, config, *SLURM_ARGS)
+    assert r.returncode == 0, r.stderr[-4000:]
+    ids = check_ran_under_slurm(tmp_path, r, plan)
+    print(f"SLURM run: {len(ids)} jobs (SLURM job ids {', '.join(ids)}) in {time.time() - t0:.0f} s")
+    res = tmp_path / "results"
+    assert (res / "summary.parquet").exists() and (res / "report" / "index.html").exists()
+    assert len(list(res.glob("tiny/*/kd/kd1/s0/run.json"))) == 1
+    assert not list(res.glob("tiny/*/*/s0/state")) and not list(res.glob("tiny/*/*/*/s0/state"))
+    assert is_no_op(tmp_path, config, *SLURM_ARGS)
+
+
+# --- S3 storage against a local server ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A local S3 server (moto) on a free 127.0.0.1 port with an empty bucket; the environment that
+    points every AWS client at it (and at nothing else)."""
+    pytest.importorskip("boto3")
+    server = BIN / "moto_server"
+    if not server.exists():
+        pytest.fail(f"{server} is missing; install the pinned stack: .venv/bin/pip install -r requirements.txt")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": url,
+           "SNAKEMAKE_STORAGE_S3_ENDPOINT_URL": url, "AWS_CONFIG_FILE": os.devnull,
+           "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, f"moto_server did not start; see {log.name}"
+                time.sleep(0.1)
+        s3_resource(env).create_bucket(Bucket=BUCKET)
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def s3_resource(env: dict):
+    """boto3 in this process, pointed at the local server by ``env`` alone."""
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                    region_name=env["AWS_DEFAULT_REGION"])
+    return session.resource("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+
+
+def bucket_keys(env: dict, prefix: str) -> set[str]:
+    objects = s3_resource(env).Bucket(BUCKET).objects.filter(Prefix=prefix)
+    return {o.key[len(prefix):] for o in objects}
+
+
+def storage_args(prefix: str) -> tuple[str, ...]:
+    return ("--default-storage-provider", "s3", "--default-storage-prefix", f"s3://{BUCKET}/{prefix}")
+
+
+def check_outputs_in_bucket(env: dict, workdir: Path, prefix: str):
+    keys = bucket_keys(env, prefix + "/")
+    for f in ("results/tiny/data/data.npz", "results/tiny/baselines.csv", "results/tiny/kd.csv",
+              "results/summary.parquet", "results/report/index.html"):
+        assert f in keys, f"{f} is not in s3://{BUCKET}/{prefix}/: {sorted(keys)[:40]}"
+    runs = [k for k in keys if re.fullmatch(r"results/tiny/\w+/(baseline|kd/kd1)/s0/run\.json", k)]
+    assert len(runs) == 3, sorted(keys)
+    assert any(re.fullmatch(r"results/tiny/\w+/baseline/s0/logits/e\d+/meta\.json", k) for k in keys)
+    assert not any("/state/" in k for k in keys)
+    assert not (workdir / "results").exists()  # nothing was written outside the storage
+    return keys
+
+
+def test_s3_default_storage_locally(s3, tmp_path):
+    config = trimmed_config(tmp_path / "cluster.yaml")
+    prefix = "local"
+    t0 = time.time()
+    r = smk(tmp_path, config, "--cores", "2", *storage_args(prefix), env=s3)
+    assert r.returncode == 0, r.stderr[-4000:]
+    keys = check_outputs_in_bucket(s3, tmp_path, prefix)
+    print(f"S3 run: {len(keys)} objects under s3://{BUCKET}/{prefix}/ in {time.time() - t0:.0f} s")
+    assert is_no_op(tmp_path, config, *storage_args(prefix), env=s3)
+
+
+def test_s3_default_storage_from_slurm_jobs(slurm, s3, tmp_path):
+    """The jobs inside SLURM read their inputs from the bucket and write their outputs to it, finding
+    the server through the environment alone. A short target (the data, the baselines and their
+    table) keeps it quick; the local test above runs the whole trimmed workflow on S3."""
+    config = trimmed_config(tmp_path / "cluster.yaml")
+    prefix = "slurm"
+    target = "results/tiny/baselines.csv"
+    plan = planned_jobs(tmp_path, config, *storage_args(prefix), target, env=s3)
+    assert plan == {"prepare_data": 1, "summarize_baselines": 1,
+                    **{rule: 1 for rule in plan if rule.startswith("train_baseline__tiny__")}} and len(plan) == 4
+    t0 = time.time()
+    r = smk(tmp_path, config, *SLURM_ARGS, *storage_args(prefix), target, env=s3)
+    assert r.returncode == 0, r.stderr[-4000:]
+    ids = check_ran_under_slurm(tmp_path, r, plan)
+    keys = bucket_keys(s3, prefix + "/")
+    assert {"results/tiny/data/data.npz", "results/tiny/data/dataset.json", "results/tiny/baselines.csv"} <= keys
+    runs = [k for k in keys if re.fullmatch(r"results/tiny/\w+/baseline/s0/run\.json", k)]
+    assert len(runs) == 2 and not any("/state/" in k for k in keys), sorted(keys)
+    assert not (tmp_path / "results").exists()
+    print(f"S3 from SLURM: {len(ids)} jobs (SLURM job ids {', '.join(ids)}), {len(keys)} objects "
+          f"in {time.time() - t0:.0f} s")
+    assert is_no_op(tmp_path, config, *SLURM_ARGS, *storage_args(prefix), target, env=s3)
