@@ -28,8 +28,24 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "bootstrap: chromium is not installed (as root: apt-get install chromium); the browser test will be skipped" >&2
   fi
 fi
+# Debian's SLURM and munge, for the tests that run the workflow through a single-node cluster
+# (tests/workflow/test_cluster.py, via tools/slurm_cluster.sh). Needs root; without it those tests are
+# skipped (unless REUSE_REQUIRE_CLUSTER=1, as in CI).
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing Debian's slurm-wlm and munge (for the SLURM profile's tests)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; } ||
+      echo "bootstrap: could not install slurm-wlm and munge; the SLURM tests will be skipped" >&2
+  else
+    echo "bootstrap: SLURM is not installed (as root: apt-get install slurm-wlm munge); the SLURM tests will be skipped" >&2
+  fi
+fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt
 echo "bootstrap: building reuse._C (the CUDA kernels take a few minutes to compile where nvcc exists)"
 .venv/bin/python -m pip install --quiet --no-build-isolation -e .
+# Byte-compile the checkout's package: with PYTHONDONTWRITEBYTECODE set, every Snakemake job (each
+# SLURM job starts two) would otherwise compile it again.
+.venv/bin/python -m compileall -q reuse
 .venv/bin/python -m reuse info
