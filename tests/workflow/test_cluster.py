@@ -113,9 +113,9 @@ def slurm(tmp_path_factory):
 # the plugin asks for) and no account. The plugin checks 5 s after a submission, then backs off by 10 s
 # per check that finds nothing finished (5, 20, 45 s), which suits jobs of 10-40 s. Successful jobs'
 # SLURM logs are kept so the test can read them.
-SLURM_ARGS = ("--profile", str(ROOT / "profiles" / "slurm"), "--slurm-status-command", "squeue",
-              "--slurm-init-seconds-before-status-checks", "5", "--slurm-no-account",
-              "--slurm-keep-successful-logs", "--jobs", "4")
+TEST_CLUSTER = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
+                "--slurm-no-account", "--slurm-keep-successful-logs", "--jobs", "4")
+SLURM_ARGS = ("--profile", str(ROOT / "profiles" / "slurm"), *TEST_CLUSTER)
 
 
 def check_ran_under_slurm(workdir: Path, result: subprocess.CompletedProcess, plan: dict[str, int]) -> list[str]:
@@ -232,18 +232,21 @@ def test_s3_default_storage_locally(s3, tmp_path):
     assert is_no_op(tmp_path, config, *storage_args(prefix), env=s3)
 
 
-def test_s3_default_storage_from_slurm_jobs(slurm, s3, tmp_path):
-    """The jobs inside SLURM read their inputs from the bucket and write their outputs to it, finding
-    the server through the environment alone. A short target (the data, the baselines and their
-    table) keeps it quick; the local test above runs the whole trimmed workflow on S3."""
+def test_aws_profile_slurm_jobs_on_s3(slurm, s3, tmp_path):
+    """profiles/aws as on an AWS ParallelCluster: the jobs inside SLURM read their inputs from the bucket
+    and write their outputs to it, finding the server through the environment alone (the bucket from
+    REUSE_S3_PREFIX). A short target (the data, the baselines and their table) keeps it quick; the
+    local test above runs the whole trimmed workflow on S3."""
     config = trimmed_config(tmp_path / "cluster.yaml")
-    prefix = "slurm"
+    prefix = "aws"
+    env = {**s3, "REUSE_S3_PREFIX": f"s3://{BUCKET}/{prefix}"}
+    args = ("--profile", str(ROOT / "profiles" / "aws"), *TEST_CLUSTER)
     target = "results/tiny/baselines.csv"
-    plan = planned_jobs(tmp_path, config, *storage_args(prefix), target, env=s3)
+    plan = planned_jobs(tmp_path, config, *args, target, env=env)
     assert plan == {"prepare_data": 1, "summarize_baselines": 1,
                     **{rule: 1 for rule in plan if rule.startswith("train_baseline__tiny__")}} and len(plan) == 4
     t0 = time.time()
-    r = smk(tmp_path, config, *SLURM_ARGS, *storage_args(prefix), target, env=s3)
+    r = smk(tmp_path, config, *args, target, env=env)
     assert r.returncode == 0, r.stderr[-4000:]
     ids = check_ran_under_slurm(tmp_path, r, plan)
     keys = bucket_keys(s3, prefix + "/")
@@ -251,6 +254,6 @@ def test_s3_default_storage_from_slurm_jobs(slurm, s3, tmp_path):
     runs = [k for k in keys if re.fullmatch(r"results/tiny/\w+/baseline/s0/run\.json", k)]
     assert len(runs) == 2 and not any("/state/" in k for k in keys), sorted(keys)
     assert not (tmp_path / "results").exists()
-    print(f"S3 from SLURM: {len(ids)} jobs (SLURM job ids {', '.join(ids)}), {len(keys)} objects "
+    print(f"aws profile (SLURM + S3): {len(ids)} jobs (SLURM job ids {', '.join(ids)}), {len(keys)} objects "
           f"in {time.time() - t0:.0f} s")
-    assert is_no_op(tmp_path, config, *SLURM_ARGS, *storage_args(prefix), target, env=s3)
+    assert is_no_op(tmp_path, config, *args, target, env=env)
