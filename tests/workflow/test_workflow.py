@@ -299,7 +299,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     cfg = yaml.safe_load(CONFIG.read_text())
     cfg["models"] = {"mlp": {"arch": "mlp", "args": {"hidden": [64, 64]}}}
     cfg["baseline"]["seeds"] = [0]
-    for key in ("kd", "scores", "prune", "curriculum", "reweight"):
+    for key in ("kd", "scores", "prune", "curriculum", "reweight", "adv", "warm", "soup", "averaging"):
         cfg.pop(key)
     cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
     cfg["report"] = {"figures": [], "bootstrap": {"resamples": 200}}
