@@ -264,14 +264,15 @@ def _weights_problems(config: dict) -> list[str]:
         new, old = config["models"][v["model"]], config["models"][f["model"]]
         if (new["arch"], new.get("args", {})) != (old["arch"], old.get("args", {})):
             problems.append(f"{where}: model '{v['model']}' ({new['arch']} {new.get('args', {})}) and from.model "
-                            f"'{f['model']}' ({old['arch']} {old.get('args', {})}) differ in architecture; a warm start "
-                            "needs the same arch and args")
+                            f"'{f['model']}' ({old['arch']} {old.get('args', {})}) differ in architecture; a warm "
+                            "start needs the same arch and args")
         if f["method"] == "baseline":
             if f["variant"] is not None:
                 problems.append(f"{where}.from.variant: a baseline run has no variant; remove it")
             epochs = checkpoint_epochs(config, f["model"])
             if f["epoch"] != "last" and f["epoch"] not in epochs:
-                problems.append(f"{where}.from.epoch: {f['epoch']} is not a checkpoint epoch of '{f['model']}' {epochs}")
+                problems.append(f"{where}.from.epoch: {f['epoch']} is not a checkpoint epoch of '{f['model']}' "
+                                f"{epochs}")
             seeds = config["baseline"]["seeds"]
         else:
             past = config[f["method"]]["variants"]
@@ -328,7 +329,8 @@ def weights_variants(config: dict, method: str, check: bool = True) -> Iterator[
                 continue
             if check and method == "warm" and not _warm_source_on(config, v["from"], ds):
                 continue
-            if check and method == "soup" and (ds, v["ingredients"]["variant"]) not in set(weights_variants(config, "warm")):
+            warm = v.get("ingredients", {}).get("variant")
+            if check and method == "soup" and (ds, warm) not in set(weights_variants(config, "warm")):
                 continue
             yield ds, name
 

@@ -594,7 +594,8 @@ def train_soup(*, data_dir: str, variant: str, cfg: dict, model_name: str, model
     t0 = time.perf_counter()
     paths = [f"{r}/ckpt/last.pt" for r in ingredient_runs]
     sds = [load_checkpoint(p, fingerprint=data.train.fingerprint)["model"] for p in paths]
-    model = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {})).to(dev)
+    model = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {}))
+    model.to(dev)
     bs = recipe.get("eval_batch_size", 1024)
     flops = 0
 
@@ -617,7 +618,8 @@ def train_soup(*, data_dir: str, variant: str, cfg: dict, model_name: str, model
         info = greedy_soup(sds, heldout_acc)
         soup, chosen = info["state_dict"], info["chosen"]
         log.info("greedy soup %s: held-out accuracy of the ingredients %s; took %s (best first) for %.4f with %d "
-                 "evaluations", variant, [f"{a:.4f}" for a in info["scores"]], chosen, info["score"], info["evaluations"])
+                 "evaluations", variant, [f"{a:.4f}" for a in info["scores"]], chosen, info["score"],
+                 info["evaluations"])
     else:
         soup = average_state_dicts(sds)  # elementwise: no FLOPs in torch's count (matmuls and convolutions)
         chosen = list(range(len(sds)))

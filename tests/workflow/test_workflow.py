@@ -168,7 +168,8 @@ def test_warm_starts_soups_and_weight_averaging(done):
         assert [x["path"] for x in soup["reused"] if x["kind"] == "past_run"] == [warm["reused"][0]["path"]]
         assert soup["recipe"]["epochs"] == 0 and soup["cost"]["step"] == 0 and soup["cost"]["train_time_s"] > 0
         assert [m["epoch"] for m in read_jsonl(soup_dir / "metrics.jsonl")] == [0]
-        assert (soup_dir / "ckpt" / "last.pt").exists() and np.load(soup_dir / "predictions.npz")["logits"].shape == (60, 10)
+        assert (soup_dir / "ckpt" / "last.pt").exists()
+        assert np.load(soup_dir / "predictions.npz")["logits"].shape == (60, 10)
         swa = res / "cnn" / "averaging" / "swa" / f"s{seed}"
         last = read_jsonl(swa / "metrics.jsonl")[-1]
         assert last["test_acc"] == read_json(swa / "run.json")["final"]["test_acc"] and "test_acc_before" in last

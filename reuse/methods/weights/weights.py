@@ -40,7 +40,8 @@ def check_same_architecture(target: StateDict, source: StateDict, what: str = "t
                              "and args (set `from.model` to a model with the same arch and args as `model`)")
 
 
-def shrink_perturb(past: StateDict, fresh: StateDict, shrink: float = 1.0, perturb: float = 0.0) -> dict[str, torch.Tensor]:
+def shrink_perturb(past: StateDict, fresh: StateDict, shrink: float = 1.0,
+                   perturb: float = 0.0) -> dict[str, torch.Tensor]:
     """Ash & Adams 2020: ``shrink * past + perturb * fresh`` for every floating-point entry, where
     ``fresh`` is a new random initialisation of the same model (the "noise"). Integer entries (e.g.
     BatchNorm's ``num_batches_tracked``) come from ``past``. ``shrink=1, perturb=0`` is a plain warm
