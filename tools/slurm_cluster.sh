@@ -79,6 +79,14 @@ EOF
   if [ -e "$ETC_CONF" ] && ! grep -qF "$MARK" "$ETC_CONF"; then
     die "$ETC_CONF exists and was not written by this script (a real cluster's config?); move it away to use the test cluster"
   fi
+  # One test cluster per machine: they would share $ETC_CONF, the node name and the clients.
+  local other_pid
+  if [ -e "$ETC_CONF" ] && ! cmp -s "$ETC_CONF" "$DIR/slurm.conf"; then
+    other_pid=$(sed -n 's/^SlurmctldPidFile=//p' "$ETC_CONF")
+    if [ -n "$other_pid" ] && [ "$other_pid" != "$DIR/slurmctld.pid" ] && pid_alive "$other_pid"; then
+      die "another test cluster is running (its slurmctld pid file: $other_pid); stop it first: REUSE_SLURM_DIR=$(dirname "$other_pid") $0 stop"
+    fi
+  fi
   mkdir -p "$(dirname "$ETC_CONF")"
   cp "$DIR/slurm.conf" "$ETC_CONF"
 }
@@ -149,8 +157,8 @@ stop() {
   stop_one "$DIR/slurmd.pid" slurmd
   stop_one "$DIR/slurmctld.pid" slurmctld
   stop_one "$DIR/munge/munged.pid" munged
-  if [ -f "$ETC_CONF" ] && grep -qF "$MARK" "$ETC_CONF"; then
-    rm -f "$ETC_CONF"
+  if [ -f "$ETC_CONF" ] && cmp -s "$ETC_CONF" "$DIR/slurm.conf"; then
+    rm -f "$ETC_CONF"  # only our own copy
   fi
   echo "slurm_cluster: stopped"
 }
