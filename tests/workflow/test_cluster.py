@@ -154,6 +154,61 @@ def test_slurm_runs_every_job_as_a_slurm_job(slurm, tmp_path):
     assert is_no_op(tmp_path, config, *SLURM_ARGS)
 
 
+def squeue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                          timeout=30).stdout.strip()
+
+
+def test_requeued_training_resumes_from_its_last_checkpoint(slurm, tmp_path):
+    """A training job that SLURM requeues (as on preemption: `scontrol requeue`) runs again under the
+    same job id and resumes from state/last.pt, which Snakemake leaves alone (state/ is not an output)."""
+    cfg = yaml.safe_load(trimmed_config(tmp_path / "cluster.yaml").read_text())
+    student = cfg["kd"]["variants"]["kd1"]["student"]
+    cfg["models"] = {student: cfg["models"][student]}
+    cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
+    del cfg["kd"]
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "results" / "tiny" / student / "baseline" / "s0"
+    cmd = ["timeout", "-k", "10", str(RUN_TIMEOUT), sys.executable, "-m", "snakemake", "--snakefile",
+           str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(config), *SLURM_ARGS,
+           str(run.relative_to(tmp_path) / "run.json")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not (run / "state" / "last.pt").exists() and proc.poll() is None:
+            time.sleep(0.2)
+        assert (run / "state" / "last.pt").exists(), "training never wrote its resume state"
+        time.sleep(1)
+        job = subprocess.run(["squeue", "-h", "-o", "%i %j %k"], capture_output=True, text=True, timeout=30).stdout
+        ids = [line.split()[0] for line in job.splitlines() if "train_baseline" in line]
+        assert len(ids) == 1, job
+        assert not (run / "run.json").exists()
+        subprocess.run(["scontrol", "requeue", ids[0]], check=True, timeout=30)
+        # A requeued job may start again two minutes after it was stopped; once it is back in the queue,
+        # let it start now.
+        deadline = time.time() + 60
+        while (state := squeue_state(ids[0])) != "RUNNING" and time.time() < deadline:
+            if state == "PENDING":
+                subprocess.run(["scontrol", "update", f"JobId={ids[0]}", "StartTime=now"], capture_output=True,
+                               timeout=30)
+            time.sleep(0.5)
+        assert state == "RUNNING", f"the requeued job {ids[0]} did not start again: {state}"
+        out, _ = proc.communicate(timeout=RUN_TIMEOUT + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    # SLURM ran the same job again; Snakemake did not have to submit it twice
+    assert re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S+train_baseline", out) == ids, out[-4000:]
+    log = (run / "train.log").read_text()
+    assert re.search(r"resumed from .*state/last\.pt at epoch [1-9]", log), log[-2000:]
+    assert [m["epoch"] for m in map(yaml.safe_load, (run / "metrics.jsonl").read_text().splitlines())] == list(
+        range(1, 61))
+    assert not (run / "state").exists()
+    print(f"requeued SLURM job {ids[0]} resumed: {re.search(r'resumed from .*', log).group(0)}")
+
+
 # --- S3 storage against a local server ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
