@@ -46,8 +46,6 @@ include: "rules/kd.smk"
 include: "rules/scores.smk"
 include: "rules/data_methods.smk"
 include: "rules/adversarial.smk"
-# @adv-include
-# @weights-include
 include: "rules/weights.smk"
 include: "rules/report.smk"
 

@@ -151,8 +151,6 @@ def _semantic_problems(config: dict) -> list[str]:
     from reuse.methods.adversarial.plan import adv_problems
 
     problems += adv_problems(config)
-    # @adv-problems
-    # @weights-problems
     problems += _weights_problems(config)
     c = config["cache"]
     if not c["dense"] and not c["topk"]:

@@ -384,7 +384,6 @@ def train_data_method(*, data_dir: str, method: str, variant: str, cfg: dict, mo
                   algorithms=[algo], reused=reused, method_cfg=cfg)
 
 
-# @adv-workflow
 # ----------------------------------------------------------------------------- adversarial recycling
 def adv_cache(*, data_dir: str, checkpoints: list[str], runs: list[str], attack: dict, out_npz: str, out_meta: str,
               batch_size: int, device: str) -> None:
@@ -543,7 +542,6 @@ def study_table(*, runs_csv: str, baseline_csv: str, method: str, out_csv: str) 
 
 
 # ----------------------------------------------------------------------------- report
-# @weights-workflow
 def _past_run_cost(run_dir: str) -> list[dict]:
     """What reusing the past run ``run_dir`` costs: its own training, and everything it reused in turn."""
     r = read_json(f"{run_dir}/run.json")

@@ -88,8 +88,6 @@ def adv_targets():
     return out
 
 
-# @adv-common
-# @weights-common
 from reuse.config import WEIGHTS_METHODS, soup_ingredient_seeds, warm_recipe, warm_source, weights_variants
 
 WEIGHTS_VARIANTS = {m: list(weights_variants(config, m)) for m in WEIGHTS_METHODS}
