@@ -129,6 +129,23 @@ class _memmaps:
             ctx.__exit__(*exc)
 
 
+def open_meta(path: Path, what: str, fmt: str, fingerprint: dict | None = None) -> dict[str, Any]:
+    """The meta.json of the cache folder ``path`` (a ``what``, e.g. "logit cache"), checked: it
+    exists, parses, has format ``fmt`` and, if ``fingerprint`` is given, was made for that data."""
+    try:
+        meta = read_json(path / "meta.json")
+    except FileNotFoundError as e:
+        raise ReuseError(f"no {what} in {path} (meta.json missing); build it with snakemake") from e
+    except ValueError as e:
+        raise CorruptArtifact(f"{path / 'meta.json'} is not valid JSON ({e}); delete {path} and re-run snakemake") from e
+    if meta.get("format") != fmt:
+        raise CorruptArtifact(f"{path} is not a {fmt} cache (format {meta.get('format')!r}); delete it and re-run "
+                              "snakemake")
+    if fingerprint is not None:
+        check_fingerprint(meta.get("fingerprint"), fingerprint, f"{what} {path}")
+    return meta
+
+
 class LogitCache:
     """A cache opened for reading: memory-mapped arrays plus their metadata."""
 
@@ -139,16 +156,7 @@ class LogitCache:
     def open(cls, path: str | os.PathLike, fingerprint: dict | None = None) -> "LogitCache":
         """Open the cache in ``path``; refuse it if ``fingerprint`` (the data it is used with) differs."""
         path = Path(path)
-        try:
-            meta = read_json(path / "meta.json")
-        except FileNotFoundError as e:
-            raise ReuseError(f"no logit cache in {path} (meta.json missing); build it with snakemake") from e
-        except ValueError as e:
-            raise CorruptArtifact(f"{path / 'meta.json'} is not valid JSON ({e}); delete {path} and re-run snakemake") from e
-        if meta.get("format") != FORMAT:
-            raise CorruptArtifact(f"{path} is not a {FORMAT} cache (format {meta.get('format')!r}); rebuild it")
-        if fingerprint is not None:
-            check_fingerprint(meta.get("fingerprint"), fingerprint, f"logit cache {path}")
+        meta = open_meta(path, "logit cache", FORMAT, fingerprint)
         n, v, c, k = meta["n"], meta["num_views"], meta["num_classes"], meta["topk"]
         expect = {}
         if meta["dense"]:

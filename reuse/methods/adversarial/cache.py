@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from reuse.data.fingerprint import check_fingerprint
-from reuse.errors import CorruptArtifact, ReuseError
-from reuse.io import read_json, save_npz, write_json
+from reuse.cache import open_meta
+from reuse.errors import CorruptArtifact
+from reuse.io import save_npz, write_json
 from reuse.methods.adversarial.attacks import attack_split, clip_to_bounds, project
 
 FORMAT = "reuse-adv-cache/1"
@@ -69,18 +69,7 @@ class AdvCache:
         """Open the cache in folder ``path`` (adv.npz + meta.json); refuse it if ``fingerprint`` (the
         data it is used with) differs from the data it was made for."""
         path = Path(path)
-        try:
-            meta = read_json(path / "meta.json")
-        except FileNotFoundError as e:
-            raise ReuseError(f"no adversarial cache in {path} (meta.json missing); build it with snakemake") from e
-        except ValueError as e:
-            raise CorruptArtifact(f"{path / 'meta.json'} is not valid JSON ({e}); delete {path} and re-run "
-                                  "snakemake") from e
-        if meta.get("format") != FORMAT:
-            raise CorruptArtifact(f"{path} is not a {FORMAT} cache (format {meta.get('format')!r}); delete it and "
-                                  "re-run snakemake")
-        if fingerprint is not None:
-            check_fingerprint(meta.get("fingerprint"), fingerprint, f"adversarial cache {path}")
+        meta = open_meta(path, "adversarial cache", FORMAT, fingerprint)
         try:
             with np.load(path / "adv.npz") as z:
                 delta, lo, hi = z["delta"], z["lo"], z["hi"]
