@@ -404,10 +404,14 @@ class _Context:
             p.chart(C.per_class_chart(_rows_of(self.class_stats, ds, mine)), f"per-class-{ds}-{method}",
                     "Colour: mean per-class accuracy minus the same model's baseline (red lower, blue higher); hover "
                     "for the accuracy and its interval.")
-            study = self.col.studies.get(ds, {}).get(method)
-            if study is not None:
-                p.h(f"Study table (results/{ds}/studies/{method}.csv)", 3)
-                p.table(study)
+            for name, study in self.col.studies.get(ds, {}).items():
+                # the method's own study, or a shared one with a `method` column naming it (its rows)
+                if name != method and not ("method" in study and (study["method"] == method).any()):
+                    continue
+                rows = study if name == method or "method" not in study else \
+                    study[study["method"].isin([method, BASELINE])]
+                p.h(f"Study table (results/{ds}/studies/{name}.csv)", 3)
+                p.table(rows)
             if "cfg_score" in own and own["cfg_score"].notna().any() and ds in self.score_sets:
                 p.p("Scores used by these variants: " + links([(scores_page(ds), f"score distributions and rank "
                                                                                  f"agreement on {ds}")]), raw=True)

@@ -157,6 +157,9 @@ def _scores_and_studies(root: Path) -> None:
     (root / "toy" / "studies").mkdir(exist_ok=True)
     rank_agreement(npzs).to_csv(root / "toy" / "studies" / "score_agreement.csv", index=False)
     (root / "toy" / "studies" / "prune.csv").write_text("variant,cfg_keep,n,acc_mean\nkeep50,0.5,4,0.76\n")
+    # a study shared by several methods, one row each (as studies/warm.csv is for warm, soup, averaging)
+    (root / "toy" / "studies" / "shared.csv").write_text(
+        "method,variant,acc_mean\nbaseline,,0.61\nwarmstart,w,0.76\nother,z,0.5\n")
 
 
 @pytest.fixture(scope="session")

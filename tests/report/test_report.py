@@ -266,3 +266,14 @@ def test_robust_accuracy_from_robust_json_is_aggregated_and_charted(toy):
     assert any(k.endswith("robust-toy-warmstart") for k in chart_specs(page))
     assert "robust accuracy (95% CI)" in page.read_text()
     assert not any("robust" in k for k in chart_specs(root / "report" / "method-kd.html"))
+
+
+def test_a_shared_study_table_shows_on_each_method_it_names(toy):
+    """studies/shared.csv has a `method` column: the warmstart page shows its warmstart and baseline rows;
+    a method it does not name (kd) does not show it."""
+    root, _, _ = toy
+    page = (root / "report" / "method-warmstart.html").read_text()
+    assert "results/toy/studies/shared.csv" in page
+    table = page.split("results/toy/studies/shared.csv")[1].split("</table>")[0]
+    assert ">warmstart<" in table and ">baseline<" in table and ">other<" not in table
+    assert "studies/shared.csv" not in (root / "report" / "method-kd.html").read_text()
