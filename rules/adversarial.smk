@@ -23,6 +23,8 @@ rule adv_cache:
     wildcard_constraints:
         cache="|".join(config["adv"]["caches"]) or "(?!)",
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPUS,
     conda:
         "../envs/reuse.yaml"
     script:
@@ -57,6 +59,8 @@ for _ds, _variant in ADV_VARIANTS:
         log:
             f"{_dir}/train.log",
         threads: config["threads_per_job"]
+        resources:
+            gpu=GPUS,
         conda:
             "../envs/reuse.yaml"
         script:
@@ -78,6 +82,8 @@ rule robust_eval:
     wildcard_constraints:
         kind=r"baseline|adv/[A-Za-z][A-Za-z0-9_]*",
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPUS,
     conda:
         "../envs/reuse.yaml"
     script:

@@ -26,6 +26,8 @@ for _ds, _model in RUNS:
         log:
             f"{run_dir(_ds, _model)}/train.log",
         threads: config["threads_per_job"]
+        resources:
+            gpu=GPUS * config.get("ddp_processes", 1),  # one GPU per data-parallel process
         conda:
             "../envs/reuse.yaml"
         script:
@@ -47,6 +49,8 @@ for _ds, _model in RUNS:
         log:
             f"{run_dir(_ds, _model)}/logits/cache.log",
         threads: config["threads_per_job"]
+        resources:
+            gpu=GPUS,
         conda:
             "../envs/reuse.yaml"
         script:

@@ -34,6 +34,7 @@ except ConfigError as e:
     raise WorkflowError(f"{e}\nFix the config (config.yaml or the --configfile you passed) and run again.") from None
 
 R = config["results"].rstrip("/")
+GPUS = config["gpus_per_job"]  # the `gpu` resource of every job that runs a model (SLURM: --gpus)
 RUNS = list(runs(config))
 SEEDS = config["baseline"]["seeds"]
 KD_VARIANTS = list(kd_variants(config))

@@ -35,6 +35,8 @@ for _method, _pairs in METHOD_VARIANTS.items():
             log:
                 f"{_dir}/train.log",
             threads: config["threads_per_job"]
+            resources:
+                gpu=GPUS,
             conda:
                 "../envs/reuse.yaml"
             script:

@@ -33,6 +33,8 @@ for _ds, _variant in KD_VARIANTS:
         log:
             f"{_dir}/train.log",
         threads: config["threads_per_job"]
+        resources:
+            gpu=GPUS,
         conda:
             "../envs/reuse.yaml"
         script:

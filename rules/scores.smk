@@ -24,6 +24,8 @@ if SCORE_MODEL is not None:
         log:
             f"{run_dir('{dataset}', SCORE_MODEL)}/scores.log",
         threads: config["threads_per_job"]
+        resources:
+            gpu=GPUS,
         conda:
             "../envs/reuse.yaml"
         script:

@@ -36,6 +36,8 @@ for _method, _pairs in WEIGHTS_VARIANTS.items():
             log:
                 f"{_dir}/train.log",
             threads: config["threads_per_job"]
+            resources:
+                gpu=GPUS,
             conda:
                 "../envs/reuse.yaml"
             script:
