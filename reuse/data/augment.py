@@ -36,6 +36,44 @@ def keyed_bits(*keys, idx) -> np.ndarray:
     return splitmix64(splitmix64(ids) ^ h)
 
 
+def _i64(c: int) -> int:
+    """The int64 with the bit pattern of the uint64 ``c``."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN, _MIX1, _MIX2 = _i64(0x9E3779B97F4A7C15), _i64(0xBF58476D1CE4E5B9), _i64(0x94D049BB133111EB)
+
+
+def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 ``z`` read as uint64 (torch's ``>>`` on int64 is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def splitmix64_torch(z: torch.Tensor) -> torch.Tensor:
+    """:func:`splitmix64` on int64 tensors holding uint64 bit patterns, on their own device: int64
+    ``+`` and ``*`` wrap in two's complement exactly as uint64 arithmetic does, and shifts are
+    masked to be logical, so the bits equal the numpy version's."""
+    z = z + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
+def keyed_bits_torch(*keys, idx: torch.Tensor) -> torch.Tensor:
+    """:func:`keyed_bits` computed on ``idx``'s device: int64 tensor with the same 64 bits per id.
+    The key's hash is a scalar worked out on the host (no device round trip)."""
+    h = np.uint64(0)
+    for k in keys:
+        h = splitmix64(np.uint64(h) ^ np.uint64(int(k) & _M64))
+    return splitmix64_torch(splitmix64_torch(idx.to(torch.int64)) ^ _i64(int(h)))
+
+
+def umod(z: torch.Tensor, m: int) -> torch.Tensor:
+    """``z`` (int64 holding uint64 bits) modulo a small ``m`` as unsigned integers, non-negative."""
+    hi, lo = _shr(z, 32), z & 0xFFFFFFFF
+    return ((hi % m) * ((1 << 32) % m) + lo % m) % m
+
+
 def keyed_seed(*keys) -> int:
     """One 63-bit seed from integer keys (for per-sample torch generators and batch orders)."""
     return int(keyed_bits(*keys, idx=np.zeros(1, np.int64))[0] >> np.uint64(1))
@@ -68,8 +106,13 @@ class Augment:
     def spec(self) -> dict:
         return asdict(self)
 
-    def __call__(self, x: torch.Tensor, idx: torch.Tensor, seed: int, view: int) -> torch.Tensor:
-        """x: (B, C, L) or (B, C, H, W); idx: (B,) example ids. Returns the augmented batch."""
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor, seed: int, view: int,
+                 on_device: bool = False) -> torch.Tensor:
+        """x: (B, C, L) or (B, C, H, W); idx: (B,) example ids. Returns the augmented batch.
+
+        ``on_device``: draw the random bits with :func:`keyed_bits_torch` on ``x``'s device (data
+        that lives on the training device) instead of with numpy on the host; the bits, and so the
+        batch, are identical."""
         spatial = x.shape[2:]
         if len(spatial) not in (1, 2):
             raise ValueError(f"Augment expects (B, C, L) or (B, C, H, W) inputs, got {tuple(x.shape)}")
@@ -80,8 +123,11 @@ class Augment:
             xp = torch.nn.functional.pad(x, pad)
             grids = []
             for axis, size in enumerate(spatial):
-                r = keyed_bits(seed, view, STREAM_SHIFT, axis, idx=idx) % np.uint64(2 * t + 1)
-                off = torch.from_numpy(r.astype(np.int64)).to(x.device)
+                if on_device:
+                    off = umod(keyed_bits_torch(seed, view, STREAM_SHIFT, axis, idx=idx.to(x.device)), 2 * t + 1)
+                else:
+                    r = keyed_bits(seed, view, STREAM_SHIFT, axis, idx=idx) % np.uint64(2 * t + 1)
+                    off = torch.from_numpy(r.astype(np.int64)).to(x.device)
                 grids.append(off[:, None] + torch.arange(size, device=x.device)[None, :])
             if len(spatial) == 1:
                 x = xp[b[:, None], :, grids[0]].permute(0, 2, 1)
@@ -89,7 +135,10 @@ class Augment:
                 x = xp[b[:, None, None], :, grids[0][:, :, None], grids[1][:, None, :]].permute(0, 3, 1, 2)
             x = x.contiguous()
         if self.flip:
-            bit = keyed_bits(seed, view, STREAM_FLIP, idx=idx) >> np.uint64(63)
-            mask = torch.from_numpy(bit.astype(bool)).to(x.device)
+            if on_device:
+                mask = _shr(keyed_bits_torch(seed, view, STREAM_FLIP, idx=idx.to(x.device)), 63).bool()
+            else:
+                bit = keyed_bits(seed, view, STREAM_FLIP, idx=idx) >> np.uint64(63)
+                mask = torch.from_numpy(bit.astype(bool)).to(x.device)
             x = torch.where(mask.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
         return x

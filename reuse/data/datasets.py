@@ -50,6 +50,29 @@ class TensorData(Dataset):
         self.scale = 1.0 / 255.0 if self.x.dtype == torch.uint8 else 1.0
         self.mean = torch.tensor(mean, dtype=torch.float32).view(shape)
         self.std = torch.tensor(std, dtype=torch.float32).view(shape)
+        self.device: torch.device | None = None  # set by .to(): the split lives on this device
+
+    def to(self, device: str | torch.device) -> "TensorData":
+        """This split with its inputs, labels and normalisation on ``device`` (itself if they already
+        are; otherwise a copy, and this one stays where it is). A split on a device serves batches
+        there: ids, gathering, augmentation (:func:`keyed_bits_torch`, bit-identical to the host's
+        draws) and normalisation all run on it, with no host round trip. ``.to("cpu")`` takes the
+        same path on the CPU."""
+        import copy
+
+        device = torch.device(device)
+        if self.device == device:
+            return self
+        new = copy.copy(self)
+        new.x, new.y = self.x.to(device), self.y.to(device)
+        new.mean, new.std = self.mean.to(device), self.std.to(device)
+        new.device = device
+        return new
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the inputs and labels."""
+        return self.x.element_size() * self.x.nelement() + self.y.element_size() * self.y.nelement()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -64,9 +87,11 @@ class TensorData(Dataset):
 
     def get(self, idx: torch.Tensor, augment: Augment | None = None, seed: int = 0, view: int = 0) -> Batch:
         """The examples with ids ``idx``, augmented as view ``view`` of ``seed`` when ``augment`` is set."""
+        if self.device is not None:
+            idx = idx.to(self.device)
         x = self.x[idx]
         if augment is not None:
-            x = augment(x, idx, seed, view)
+            x = augment(x, idx, seed, view, on_device=self.device is not None)
         x = (x.float() * self.scale - self.mean) / self.std
         return x, self.y[idx], idx
 
@@ -82,6 +107,8 @@ class TensorData(Dataset):
         ids = torch.arange(len(self)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
         if shuffle:
             ids = ids[epoch_order(len(ids), seed, epoch)]
+        if self.device is not None:
+            ids = ids.to(self.device)  # the order is drawn on the host; batches index on the device
         aug_seed, view = aug_key if aug_key is not None else (seed, epoch)
         stop = len(ids) - (len(ids) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):

@@ -8,6 +8,7 @@ non-deterministic).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -28,6 +29,23 @@ from reuse.train.events import Algorithm, Event, State
 from reuse.train.schedule import lr_at
 
 log = logging.getLogger("reuse.train")
+
+# torch.compile backend for recipe `compile: true`; a test may set a cheaper one (e.g. "aot_eager").
+_COMPILE_BACKEND = "inductor"
+
+
+def autocast(device: torch.device, amp: str):
+    """The recipe's ``amp`` as a context: bfloat16 autocast on ``device`` for "bf16", else nothing."""
+    if amp == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    if amp not in (None, "none"):
+        raise ValueError(f"unknown amp '{amp}' (none, bf16)")
+    return contextlib.nullcontext()
+
+
+def prepare_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x`` in channels_last memory format when asked for and 4-D (images), else as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
 def seed_everything(seed: int) -> None:
@@ -53,33 +71,41 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) ->
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data, batch_size: int, device: torch.device,
-             keep_logits: bool = False, flops: dict | None = None) -> dict[str, Any]:
+             keep_logits: bool = False, flops: dict | None = None, *, amp: str = "none",
+             channels_last: bool = False) -> dict[str, Any]:
     """Mean cross-entropy and accuracy of ``model`` (in eval mode) on ``data``; optionally the logits
-    in example-id order. ``flops`` (a dict) receives the measured forward FLOPs."""
+    in example-id order. ``flops`` (a dict) receives the measured forward FLOPs. ``amp`` and
+    ``channels_last`` as the recipe keys. Sums stay on the device and are read once at the end."""
+    device = torch.device(device)
     was_training = model.training
     model.eval()
-    total_loss, correct, n, logits_all, fl = 0.0, 0, 0, [], 0
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n, logits_all, fl = 0, [], 0
     measured: dict[int, int] = {}
     for x, y, idx in data.batches(batch_size):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if flops is not None and x.shape[0] not in measured:
-            with FlopCounterMode(display=False) as counter:
+        x = prepare_input(x, channels_last)
+        with autocast(device, amp):
+            if flops is not None and x.shape[0] not in measured:
+                with FlopCounterMode(display=False) as counter:
+                    out = model(x)
+                measured[x.shape[0]] = counter.get_total_flops()
+            else:
                 out = model(x)
-            measured[x.shape[0]] = counter.get_total_flops()
-        else:
-            out = model(x)
         fl += measured.get(x.shape[0], 0)
-        total_loss += F.cross_entropy(out.float(), y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
+        out = out.float()
+        total_loss += F.cross_entropy(out, y, reduction="sum").double()
+        correct += (out.argmax(1) == y).sum()
         n += y.shape[0]
         if keep_logits:
-            logits_all.append(out.float().cpu())
+            logits_all.append(out)
     model.train(was_training)
     if flops is not None:
         flops["eval_flops"] = fl
-    res = {"loss": total_loss / max(n, 1), "acc": correct / max(n, 1)}
+    res = {"loss": float(total_loss) / max(n, 1), "acc": int(correct) / max(n, 1)}
     if keep_logits:
-        res["logits"] = torch.cat(logits_all)
+        res["logits"] = torch.cat(logits_all).cpu()
     return res
 
 
@@ -112,6 +138,14 @@ class Trainer:
         self.device = torch.device(device)
         self.progress = progress
         self.augment = Augment.from_spec(recipe.get("augment"))
+        # The fast-pipeline keys (amp, channels_last, compile, data_on_device); defaults keep the
+        # plain fp32, contiguous, eager pipeline with host data.
+        self.amp = recipe.get("amp", "none")
+        autocast(self.device, self.amp)  # rejects an unknown value now rather than at the first step
+        self.channels_last = bool(recipe.get("channels_last", False))
+        self.compile = bool(recipe.get("compile", False))
+        self._compiled: tuple[torch.nn.Module, Any] | None = None  # (model, its compiled module)
+        self.data = self._place_data(data, recipe.get("data_on_device", "auto"))
         bs = recipe["batch_size"]
         n_epoch = len(data.train)
         for a in self.algorithms:
@@ -120,6 +154,8 @@ class Trainer:
         if spe == 0 and recipe["epochs"] > 0:
             raise ValueError(f"batch_size {bs} exceeds the {len(data.train)} training examples with drop_last")
         model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.state = State(model=model, optimizer=make_optimizer(model.parameters(), recipe["optimizer"]),
                            recipe=recipe, seed=seed, device=self.device, steps_per_epoch=spe,
                            total_steps=spe * recipe["epochs"])
@@ -136,10 +172,73 @@ class Trainer:
         self.example_stats = {"correct": torch.full((e, n), -1, dtype=torch.int8),
                               "loss": torch.full((e, n), float("nan"), dtype=torch.float16)} \
             if recipe.get("example_stats", False) else None
+        # This epoch's per-batch (ids, correct, loss) for example_stats, kept on the device and
+        # written into example_stats (on the host) once at the end of the epoch.
+        self._pending_stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.resumed_from: int | None = None  # the epoch training resumed after, if it did
         self.totals = {"train_flops": 0, "eval_flops": 0, "train_time_s": 0.0, "eval_time_s": 0.0}
         for k, v in (initial_cost or {}).items():
             self.totals[k] += v
+
+    # ----------------------------------------------------------------- the fast pipeline
+    def _place_data(self, data, mode):
+        """``data`` with its in-memory (TensorData) train and test splits on the training device when
+        the recipe's ``data_on_device`` says so: ``true`` always (on the CPU too, which then takes
+        the device path: ids, augmentation bits and normalisation in torch), ``auto`` on CUDA when
+        they take under a quarter of the free GPU memory, ``false`` never. The splits are copies:
+        the caller's ``data`` stays on the host."""
+        import copy
+
+        from reuse.data.datasets import TensorData
+
+        mode = {"true": True, "false": False}.get(mode, mode) if isinstance(mode, str) else mode
+        if mode not in ("auto", True, False):
+            raise ValueError(f"unknown data_on_device {mode!r} (auto, true, false)")
+        splits = {k: getattr(data, k) for k in ("train", "test")
+                  if isinstance(getattr(data, k, None), TensorData)}
+        if mode is False or not splits:
+            if mode is not False:
+                log.info("data_on_device %s: no in-memory split to place; batches are built on the host", mode)
+            return data
+        need = sum(v.nbytes for v in splits.values())
+        if mode == "auto":
+            if self.device.type != "cuda":
+                log.debug("data_on_device auto: training on %s, data stay on the host", self.device)
+                return data
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if need > free / 4:
+                log.info("data_on_device auto: the data (%.0f MiB) exceed a quarter of the free memory of %s "
+                         "(%.0f MiB); batches are built on the host", need / 2**20, self.device, free / 2**20)
+                return data
+        placed = copy.copy(data)
+        for k, v in splits.items():
+            setattr(placed, k, v.to(self.device))
+        log.info("data_on_device %s: %s (%.1f MiB) on %s; batches and augmentation are built there", mode,
+                 " and ".join(splits), need / 2**20, self.device)
+        return placed
+
+    def _train_module(self) -> Any:
+        """The module that runs training forwards: the model, or (recipe ``compile``) its
+        ``torch.compile`` wrapper, made at first use and again if an algorithm swaps the model. The
+        wrapper shares the model's parameters; checkpoints hold the model's own state dict."""
+        model = self.state.model
+        if not self.compile:
+            return model
+        if self._compiled is None or self._compiled[0] is not model:
+            self._compiled = (model, torch.compile(model, backend=_COMPILE_BACKEND))
+        return self._compiled[1]
+
+    def _flush_example_stats(self, epoch: int) -> None:
+        """Write this epoch's per-batch statistics into ``example_stats`` (one copy to the host),
+        batch by batch in training order, so an example seen twice keeps its last batch's values."""
+        pending, self._pending_stats = self._pending_stats, []
+        if not pending or self.example_stats is None:
+            return
+        sizes = [p[0].shape[0] for p in pending]
+        ids, hits, losses = (torch.cat(t).cpu() for t in zip(*pending))
+        for i, h, l in zip(ids.split(sizes), hits.split(sizes), losses.split(sizes)):
+            self.example_stats["correct"][epoch, i] = h
+            self.example_stats["loss"][epoch, i] = l
 
     # ----------------------------------------------------------------- events and checkpoints
     def fire(self, event: Event) -> None:
@@ -187,7 +286,10 @@ class Trainer:
         return True
 
     # ----------------------------------------------------------------- the loop
-    def _train_step(self, batch) -> tuple[float, int, int]:
+    def _train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor | int, int]:
+        """One optimisation step on ``batch``. Returns (the loss summed over the batch, the number
+        classified correctly, the batch size); the first two are device tensors, not read here, so
+        a step does not wait for the device."""
         s = self.state
         x, y, idx = (t.to(self.device, non_blocking=True) for t in batch)
         for group in s.optimizer.param_groups:
@@ -201,8 +303,14 @@ class Trainer:
             s.batch = (x, y, idx)
             self.fire(Event.BATCH)
             x, y, idx = s.batch[:3]
-            s.outputs = s.model(x)
-            s.loss = F.cross_entropy(s.outputs, y, label_smoothing=self.recipe.get("label_smoothing", 0.0))
+            x = prepare_input(x, self.channels_last)
+            # The step whose FLOPs are counted runs the eager model (exact counts with compile on).
+            module = s.model if counter is not None else self._train_module()
+            with autocast(self.device, self.amp):
+                s.outputs = module(x)
+                if self.amp != "none":
+                    s.outputs = s.outputs.float()  # the loss and the algorithms see float32 logits
+                s.loss = F.cross_entropy(s.outputs, y, label_smoothing=self.recipe.get("label_smoothing", 0.0))
             self.fire(Event.LOSS)
             s.optimizer.zero_grad(set_to_none=True)
             s.loss.backward()
@@ -216,17 +324,15 @@ class Trainer:
         n = y.shape[0]
         s.step += 1
         s.examples_seen += n
+        loss = s.loss.detach().double() * n
         if y.ndim != 1:
-            return s.loss.item() * n, 0, n
+            return loss, 0, n
         hit = s.outputs.argmax(1) == y
         if self.example_stats is not None:
             with torch.no_grad():
                 per = F.cross_entropy(s.outputs.detach().float(), y, reduction="none")
-            ids = idx.cpu()
-            self.example_stats["correct"][s.epoch, ids] = hit.to("cpu", torch.int8)
-            self.example_stats["loss"][s.epoch, ids] = per.to("cpu", torch.float16)
-        correct = hit.sum().item()
-        return s.loss.item() * n, correct, n
+            self._pending_stats.append((idx.detach(), hit.to(torch.int8), per.to(torch.float16)))
+        return loss, hit.sum(), n
 
     def _bar(self, total: int):
         mode = self.progress
@@ -256,7 +362,10 @@ class Trainer:
                     l, c, b = self._train_step(batch)
                     loss_sum, correct, n = loss_sum + l, correct + c, n + b
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / n:.4f}", refresh=False)
+                    if not bar.disable and bar.n % 20 == 1:  # reading the loss waits for the device
+                        bar.set_postfix(loss=f"{float(loss_sum) / n:.4f}", refresh=False)
+            loss_sum, correct = float(loss_sum), int(correct)  # the epoch's one read of the device
+            self._flush_example_stats(s.epoch)
             train_time = time.perf_counter() - t0
             self.totals["train_time_s"] += train_time
             s.epoch += 1
@@ -285,7 +394,8 @@ class Trainer:
     def _evaluate_into(self, row: dict[str, Any]) -> None:
         t1 = time.perf_counter()
         fl: dict[str, int] = {}
-        ev = evaluate(self.state.model, self.data.test, self.recipe.get("eval_batch_size", 1024), self.device, flops=fl)
+        ev = evaluate(self.state.model, self.data.test, self.recipe.get("eval_batch_size", 1024), self.device, flops=fl,
+                      amp=self.amp, channels_last=self.channels_last)
         self.totals["eval_time_s"] += time.perf_counter() - t1
         self.totals["eval_flops"] += fl["eval_flops"]
         row.update(test_loss=ev["loss"], test_acc=ev["acc"])
