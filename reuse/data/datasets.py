@@ -59,6 +59,7 @@ class TensorData(Dataset):
         draws) and normalisation all run on it, with no host round trip. ``.to("cpu")`` takes the
         same path on the CPU."""
         import copy
+        self.tokens = self.x.dtype in (torch.int32, torch.int64)  # token ids (kind text): passed as int64
 
         device = torch.device(device)
         if self.device == device:
@@ -99,6 +100,11 @@ class TensorData(Dataset):
                 augment: Augment | None = None, aug_key: tuple[int, int] | None = None,
                 drop_last: bool = False, indices: torch.Tensor | None = None) -> Iterator[Batch]:
         """Batches of ``(x, y, idx)`` over ``indices`` (all ids by default).
+        if self.tokens:  # no augmentation and no normalisation of token ids; int64 for embedding lookups
+            if augment is not None:
+                raise DataError(f"augmentation ({augment.spec()}) of token ids is not defined: set the recipe's "
+                                "augment to {translate: 0, flip: false} for text datasets")
+            return x.long(), self.y[idx], idx
 
         The order is a function of ``(seed, epoch)``. Augmentation draws view ``aug_key = (seed,
         view)``, by default ``(seed, epoch)``; a student set to a teacher cache's key sees exactly the

@@ -103,6 +103,13 @@ def check_root(name: str, spec: dict) -> None:
     if kind == "mnist1d" or spec.get("download"):
         return
     root = Path(spec["root"]).expanduser()
+    if kind == "text":
+        for key in ("train_file", "test_file"):
+            if not (root / spec[key]).exists():
+                raise DataError(f"dataset '{name}' (text): {key} {root / spec[key]} does not exist (root is "
+                                f"'{spec['root']}'). Point `datasets.{name}.root` at the folder that holds it, "
+                                f"or fix `datasets.{name}.{key}`.")
+        return
     expect = {
         "mnist": root / "MNIST" / "raw",
         "fashion_mnist": root / "FashionMNIST" / "raw",
@@ -237,3 +244,6 @@ def read_imagefolder(name: str, spec: dict) -> RawData:
     return RawData(num_classes=len(train.classes), x_train=rel(train.samples), y_train=labels(train.samples),
                    x_test=rel(test.samples), y_test=labels(test.samples), mean=IMAGENET_MEAN,
                    std=IMAGENET_STD, extra={"classes": train.classes})
+
+
+from reuse.data import text  # noqa: E402,F401  (registers the "text" reader: CSV / JSON lines, tokenised)
