@@ -152,6 +152,9 @@ def _semantic_problems(config: dict) -> list[str]:
 
     problems += adv_problems(config)
     problems += _weights_problems(config)
+    from reuse.data.text import config_problems as text_problems
+
+    problems += text_problems(config)
     c = config["cache"]
     if not c["dense"] and not c["topk"]:
         problems.append("cache: dense is false and topk is 0, so nothing would be cached; set one of them")

@@ -26,6 +26,7 @@ from reuse.cache import LogitCache, views_for, write_logit_cache
 from reuse.errors import ReuseError
 from reuse.io import read_json, save_npz, sha256_file, write_json, write_jsonl
 from reuse.models import build_model
+from reuse.models.text import check_vocab
 from reuse.train import Algorithm, Trainer, build_from_checkpoint, evaluate, load_checkpoint, seed_everything
 
 log = logging.getLogger("reuse")
@@ -135,6 +136,7 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     for epoch, path in outputs["ckpts"].items():
         # Link (not move) out of state/, so a kill here leaves state/ whole for the rerun.
         src = state_dir / f"e{epoch}.pt"
+    check_vocab(spec, data.meta)  # a text dataset's token ids fit the model's embedding table
         if epoch == "last" or (not src.exists() and int(epoch) == recipe["epochs"]):
             src = state_dir / "last.pt"  # the final epoch is kept even when not in checkpoint_epochs
         _link_or_copy(src, Path(path))

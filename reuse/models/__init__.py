@@ -53,6 +53,6 @@ def _check_args(arch: str, args: dict) -> None:
                               + (f" (did you mean '{near[0]}'?)" if near else "") + f"; it takes {allowed}")
 
 
-from reuse.models import mlp, cnn1d, resnet_cifar, resnet_imagenet  # noqa: E402,F401  (register)
+from reuse.models import mlp, cnn1d, resnet_cifar, resnet_imagenet, text  # noqa: E402,F401  (register)
 
 __all__ = ["MODELS", "build_model", "check_arch", "register_model"]

@@ -47,11 +47,13 @@ def test_imagenet_resnets(arch):
 
 
 def test_every_registered_model_builds():
-    shapes = {"mlp": (1, 40), "hinton_mlp": (1, 28, 28), "cnn1d": (1, 40)}
+    shapes = {"mlp": (1, 40), "hinton_mlp": (1, 28, 28), "cnn1d": (1, 40), "text_cnn": (16,), "embed_bag": (16,)}
+    tokens = {"text_cnn", "embed_bag"}  # token ids in, not floats
     for arch in MODELS:
         shape = shapes.get(arch, (3, 32, 32))
         m = build_model(arch, shape, 3).eval()
-        assert m(torch.randn(2, *shape)).shape == (2, 3)
+        x = torch.randint(0, 100, (2, *shape)) if arch in tokens else torch.randn(2, *shape)
+        assert m(x).shape == (2, 3)
 
 
 def test_unknown_arch_and_argument_suggest_the_right_name():
