@@ -33,6 +33,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def shard_slice(ids: torch.Tensor, shard: tuple[int, int] | None) -> torch.Tensor:
+    """Process ``rank``'s part of one global batch's ids under data parallelism (``shard = (rank,
+    world)``): ``world`` contiguous slices whose sizes differ by at most one; all of ``ids`` when
+    ``shard`` is None."""
+    if shard is None or shard[1] == 1:
+        return ids
+    return ids.tensor_split(shard[1])[shard[0]]
+
+
 class TensorData(Dataset):
     """A split held in memory: raw inputs (uint8 images or float signals), labels and ids.
 
@@ -98,7 +107,8 @@ class TensorData(Dataset):
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 augment: Augment | None = None, aug_key: tuple[int, int] | None = None,
-                drop_last: bool = False, indices: torch.Tensor | None = None) -> Iterator[Batch]:
+                drop_last: bool = False, indices: torch.Tensor | None = None,
+                shard: tuple[int, int] | None = None) -> Iterator[Batch]:
         """Batches of ``(x, y, idx)`` over ``indices`` (all ids by default).
         if self.tokens:  # no augmentation and no normalisation of token ids; int64 for embedding lookups
             if augment is not None:
@@ -108,7 +118,9 @@ class TensorData(Dataset):
 
         The order is a function of ``(seed, epoch)``. Augmentation draws view ``aug_key = (seed,
         view)``, by default ``(seed, epoch)``; a student set to a teacher cache's key sees exactly the
-        cached views.
+        cached views. ``shard = (rank, world)`` (data parallelism): every process walks the same
+        global batches and gets only its slice of each (:func:`shard_slice`), taken before the
+        examples are loaded; empty slices are skipped.
         """
         ids = torch.arange(len(self)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
         if shuffle:
@@ -118,7 +130,9 @@ class TensorData(Dataset):
         aug_seed, view = aug_key if aug_key is not None else (seed, epoch)
         stop = len(ids) - (len(ids) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):
-            yield self.get(ids[start:start + batch_size], augment, aug_seed, view)
+            part = shard_slice(ids[start:start + batch_size], shard)
+            if len(part):
+                yield self.get(part, augment, aug_seed, view)
 
     def num_batches(self, batch_size: int, drop_last: bool = False, n: int | None = None) -> int:
         n = len(self) if n is None else n
@@ -179,14 +193,19 @@ class ImageFolderData(Dataset):
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 augment: Augment | None = None, aug_key: tuple[int, int] | None = None,
-                drop_last: bool = False, indices: torch.Tensor | None = None) -> Iterator[Batch]:
+                drop_last: bool = False, indices: torch.Tensor | None = None,
+                shard: tuple[int, int] | None = None) -> Iterator[Batch]:
+        """As :meth:`TensorData.batches`; under ``shard`` only this process's slice of each global
+        batch is decoded."""
         ids = torch.arange(len(self)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
         if shuffle:
             ids = ids[epoch_order(len(ids), seed, epoch)]
         self._key = (aug_key or (seed, epoch)) if augment is not None else None
+        stop = len(ids) - (len(ids) % batch_size if drop_last else 0)
+        parts = [shard_slice(ids[s:s + batch_size], shard).tolist() for s in range(0, stop, batch_size)]
         try:
-            loader = DataLoader(torch.utils.data.Subset(self, ids.tolist()), batch_size=batch_size,
-                                num_workers=self.workers, drop_last=drop_last, persistent_workers=False)
+            loader = DataLoader(self, batch_sampler=[p for p in parts if p], num_workers=self.workers,
+                                persistent_workers=False)
             yield from loader
         finally:
             self._key = None
