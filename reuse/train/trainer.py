@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from reuse.data.augment import Augment
+from reuse.data.augment import Augment, keyed_seed
+from reuse.errors import ConfigError
 from reuse.io import write_jsonl
+from reuse.train import distributed
 from reuse.train.checkpoint import load_checkpoint, recipe_hash, save_checkpoint
 from reuse.train.events import Algorithm, Event, State
 from reuse.train.schedule import lr_at
@@ -72,10 +74,14 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) ->
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data, batch_size: int, device: torch.device,
              keep_logits: bool = False, flops: dict | None = None, *, amp: str = "none",
-             channels_last: bool = False) -> dict[str, Any]:
+             channels_last: bool = False, shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Mean cross-entropy and accuracy of ``model`` (in eval mode) on ``data``; optionally the logits
     in example-id order. ``flops`` (a dict) receives the measured forward FLOPs. ``amp`` and
-    ``channels_last`` as the recipe keys. Sums stay on the device and are read once at the end."""
+    ``channels_last`` as the recipe keys. Sums stay on the device and are read once at the end.
+
+    ``shard = (rank, world)`` (data parallelism; every process must call): each process evaluates
+    its slice of every batch, and the sums, FLOPs and logits are combined over the processes, so
+    every process gets the result for the whole of ``data``."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -83,7 +89,8 @@ def evaluate(model: torch.nn.Module, data, batch_size: int, device: torch.device
     correct = torch.zeros((), dtype=torch.int64, device=device)
     n, logits_all, fl = 0, [], 0
     measured: dict[int, int] = {}
-    for x, y, idx in data.batches(batch_size):
+    ids_all: list[torch.Tensor] = []
+    for x, y, idx in data.batches(batch_size, **({"shard": shard} if shard is not None else {})):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         x = prepare_input(x, channels_last)
         with autocast(device, amp):
@@ -100,7 +107,15 @@ def evaluate(model: torch.nn.Module, data, batch_size: int, device: torch.device
         n += y.shape[0]
         if keep_logits:
             logits_all.append(out)
+            ids_all.append(idx)
     model.train(was_training)
+    if shard is not None and shard[1] > 1:
+        total_loss, correct, n, fl = distributed.sum_scalars([total_loss, correct, n, fl])
+        if keep_logits:  # every process's (ids, logits), put back in example-id order
+            mine = (torch.cat(ids_all).cpu(), torch.cat(logits_all).cpu()) if logits_all else None
+            parts = [p for p in distributed.gather_objects(mine) if p is not None]
+            order = torch.cat([p[0] for p in parts]).argsort()
+            logits_all = [torch.cat([p[1] for p in parts])[order]]
     if flops is not None:
         flops["eval_flops"] = fl
     res = {"loss": float(total_loss) / max(n, 1), "acc": int(correct) / max(n, 1)}
@@ -123,6 +138,18 @@ class Trainer:
     ``initial_cost`` (``train_time_s``, ``train_flops``, ...) is work done for the run before its
     first epoch (mixing a soup, recomputing BatchNorm statistics) and is counted in its totals.
     ``recipe["epochs"]`` may be 0: the model is then evaluated once as it is (metrics row epoch 0).
+
+    Data parallelism: in a process group of several processes (``torchrun``, see
+    :mod:`reuse.train.distributed`) the model is wrapped in DistributedDataParallel and
+    ``batch_size`` stays the global batch: every process walks the same global batch order and
+    trains on its slice of each batch (``batches(shard=...)``), each slice's loss weighted by its
+    share of the batch, so the averaged gradient is the single-process step's (BatchNorm statistics
+    are per process, as usual with DDP). Epoch metrics, FLOPs, evaluation (sharded too) and
+    ``example_stats`` are summed over the processes; only rank 0 writes checkpoints and
+    ``metrics.jsonl``, which hold the unwrapped module's weights and every process's RNG state, and
+    every process resumes from ``last.pt``. Dropout draws differ per process. Algorithms are not
+    supported under data parallelism (a :class:`ConfigError` names them): they read and replace
+    per-batch state that would need the whole global batch.
     """
 
     def __init__(self, model: torch.nn.Module, data, recipe: dict[str, Any], *, seed: int,
@@ -156,6 +183,15 @@ class Trainer:
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.shard = (self.rank, self.world) if self.world > 1 else None
+        self._n_epoch = n_epoch
+        if self.world > 1:
+            self._check_data_parallel()
+            if self.rank != 0:
+                self.progress = "off"
+            torch.manual_seed(keyed_seed(seed, self.rank, 7))  # dropout: one stream per process
+        self._ddp = distributed.wrap(model, self.device) if self.world > 1 else None
         self.state = State(model=model, optimizer=make_optimizer(model.parameters(), recipe["optimizer"]),
                            recipe=recipe, seed=seed, device=self.device, steps_per_epoch=spe,
                            total_steps=spe * recipe["epochs"])
@@ -223,9 +259,9 @@ class Trainer:
         wrapper shares the model's parameters; checkpoints hold the model's own state dict."""
         model = self.state.model
         if not self.compile:
-            return model
+            return self._net()
         if self._compiled is None or self._compiled[0] is not model:
-            self._compiled = (model, torch.compile(model, backend=_COMPILE_BACKEND))
+            self._compiled = (model, torch.compile(self._net(), backend=_COMPILE_BACKEND))
         return self._compiled[1]
 
     def _flush_example_stats(self, epoch: int) -> None:
@@ -265,14 +301,25 @@ class Trainer:
         ckpt = load_checkpoint(last, fingerprint=self.data.train.fingerprint)
         if ckpt.get("identity") != self.identity:
             log.warning("resume state %s belongs to another recipe, seed or model; starting from scratch", last)
-            shutil.rmtree(self.state_dir)
+            distributed.barrier()  # every process has read it before rank 0 removes it
+            if self.rank == 0:
+                shutil.rmtree(self.state_dir)
+            distributed.barrier()
             return False
         s = self.state
         s.model.load_state_dict(ckpt["model"])
         s.optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if ckpt.get("rng_cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        rng = ckpt
+        if self.world > 1:
+            per_rank = ckpt.get("rng_ranks") or []
+            if len(per_rank) == self.world:
+                rng = per_rank[self.rank]
+            else:
+                log.warning("%s was written by %d process(es), this run has %d: dropout draws differ from an "
+                            "uninterrupted run", last, max(1, len(per_rank)), self.world)
+        torch.set_rng_state(rng["rng_cpu"])
+        if rng.get("rng_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["rng_cuda"])
         s.epoch, s.step, s.examples_seen = ckpt["epoch"], ckpt["step"], ckpt["examples_seen"]
         s.metrics = list(ckpt["metrics"])
         self.totals = dict(ckpt["totals"])
@@ -305,7 +352,7 @@ class Trainer:
             x, y, idx = s.batch[:3]
             x = prepare_input(x, self.channels_last)
             # The step whose FLOPs are counted runs the eager model (exact counts with compile on).
-            module = s.model if counter is not None else self._train_module()
+            module = self._net() if counter is not None else self._train_module()
             with autocast(self.device, self.amp):
                 s.outputs = module(x)
                 if self.amp != "none":
@@ -313,7 +360,12 @@ class Trainer:
                 s.loss = F.cross_entropy(s.outputs, y, label_smoothing=self.recipe.get("label_smoothing", 0.0))
             self.fire(Event.LOSS)
             s.optimizer.zero_grad(set_to_none=True)
-            s.loss.backward()
+            if self.world > 1:
+                # DDP averages the gradients over processes: weigh each slice by its share of the
+                # global batch, so the step is the global batch's mean gradient (slices may differ by one)
+                (s.loss * (y.shape[0] * self.world / self._global_batch(s.step))).backward()
+            else:
+                s.loss.backward()
             self.fire(Event.AFTER_BACKWARD)
             s.optimizer.step()
         finally:
@@ -322,8 +374,8 @@ class Trainer:
                 self._step_flops[key] = counter.get_total_flops()
         self.totals["train_flops"] += self._step_flops[key]
         n = y.shape[0]
+        s.examples_seen += n if self.world == 1 else self._global_batch(s.step)
         s.step += 1
-        s.examples_seen += n
         loss = s.loss.detach().double() * n
         if y.ndim != 1:
             return loss, 0, n
@@ -354,11 +406,12 @@ class Trainer:
             ids = None
             for a in self.algorithms:
                 ids = a.epoch_ids(s) if ids is None else ids
+            flops0 = self.totals["train_flops"]
             with self._bar(s.steps_per_epoch) as bar:
                 for batch in self.data.train.batches(r["batch_size"], shuffle=ids is None, seed=self.seed,
                                                      epoch=s.epoch, augment=self.augment, indices=ids,
                                                      aug_key=s.extra.get("augment_key"),
-                                                     drop_last=r.get("drop_last", False)):
+                                                     drop_last=r.get("drop_last", False), shard=self.shard):
                     l, c, b = self._train_step(batch)
                     loss_sum, correct, n = loss_sum + l, correct + c, n + b
                     bar.update(1)
@@ -366,6 +419,11 @@ class Trainer:
                         bar.set_postfix(loss=f"{float(loss_sum) / n:.4f}", refresh=False)
             loss_sum, correct = float(loss_sum), int(correct)  # the epoch's one read of the device
             self._flush_example_stats(s.epoch)
+            if self.world > 1:  # the epoch's sums over all processes
+                loss_sum, correct, n, fl = distributed.sum_scalars([loss_sum, correct, n,
+                                                                    self.totals["train_flops"] - flops0])
+                self.totals["train_flops"] = flops0 + fl
+                self._reduce_example_stats(s.epoch)
             train_time = time.perf_counter() - t0
             self.totals["train_time_s"] += train_time
             s.epoch += 1
@@ -395,7 +453,7 @@ class Trainer:
         t1 = time.perf_counter()
         fl: dict[str, int] = {}
         ev = evaluate(self.state.model, self.data.test, self.recipe.get("eval_batch_size", 1024), self.device, flops=fl,
-                      amp=self.amp, channels_last=self.channels_last)
+                      amp=self.amp, channels_last=self.channels_last, shard=self.shard)
         self.totals["eval_time_s"] += time.perf_counter() - t1
         self.totals["eval_flops"] += fl["eval_flops"]
         row.update(test_loss=ev["loss"], test_acc=ev["acc"])
@@ -426,12 +484,55 @@ class Trainer:
         milestone = s.epoch in r.get("checkpoint_epochs", ())
         last = s.epoch % r.get("checkpoint_every", 1) == 0 or s.epoch == r["epochs"]
         if milestone or last:
+            rng = distributed.gather_objects(self._rng_state()) if self.world > 1 else None
+            if self.rank != 0:
+                return  # only rank 0 writes
             payload = self._payload(resumable=True)
+            if rng is not None:
+                payload["rng_ranks"] = rng  # each process's RNG state, for an exact resume
             if milestone:
                 save_checkpoint(self.state_dir / f"e{s.epoch}.pt", payload)
             if last:
                 save_checkpoint(self.state_dir / "last.pt", payload)
             write_jsonl(self.state_dir / "metrics.jsonl", s.metrics)
+
+    # ----------------------------------------------------------------- data parallelism
+    def _net(self) -> torch.nn.Module:
+        """The model, or its DistributedDataParallel wrapper under data parallelism."""
+        return self._ddp if self._ddp is not None else self.state.model
+
+    def _check_data_parallel(self) -> None:
+        r, bs = self.recipe, self.recipe["batch_size"]
+        if self.algorithms:
+            raise ConfigError(f"data-parallel training ({self.world} processes) does not support algorithms "
+                              f"({', '.join(a.name for a in self.algorithms)}); train this run with ddp_processes: 1")
+        if bs < self.world:
+            raise ConfigError(f"batch_size {bs} cannot be split over {self.world} data-parallel processes; "
+                              "batch_size is the global batch: make it at least the number of processes")
+        rem = self._n_epoch % bs
+        if rem and rem < self.world and not r.get("drop_last", False):
+            raise ConfigError(f"the last batch of each epoch holds {rem} example(s), fewer than the {self.world} "
+                              "data-parallel processes; set drop_last: true or another batch_size")
+
+    def _global_batch(self, step: int) -> int:
+        """The global size of training step ``step`` (the last batch of an epoch may be short)."""
+        bs = self.recipe["batch_size"]
+        return min(bs, self._n_epoch - (step - self.state.epoch * self.state.steps_per_epoch) * bs)
+
+    def _reduce_example_stats(self, epoch: int) -> None:
+        """Combine the processes' ``example_stats`` rows of ``epoch`` (each saw its own examples)."""
+        if self.example_stats is None:
+            return
+        c = distributed.all_reduce_sum(self.example_stats["correct"][epoch].to(torch.int32) + 1)  # 0: not seen
+        loss = self.example_stats["loss"][epoch].float()
+        loss = distributed.all_reduce_sum(torch.nan_to_num(loss, nan=0.0))
+        self.example_stats["correct"][epoch] = (c - 1).to(torch.int8)
+        self.example_stats["loss"][epoch] = torch.where(c > 0, loss, float("nan")).to(torch.float16)
+
+    @staticmethod
+    def _rng_state() -> dict[str, Any]:
+        return {"rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
     def _log_epoch(self, row: dict[str, Any]) -> None:
         test = f" test_loss {row['test_loss']:.4f} test_acc {row['test_acc']:.4f}" if "test_acc" in row else ""
