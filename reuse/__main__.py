@@ -5,6 +5,8 @@
   python -m reuse scores PATH [--data DIR]  describe a score table (and check it matches DIR's data)
   python -m reuse check-config FILE    validate a workflow config (as the workflow does)
   python -m reuse report [--results DIR] [--config FILE]  summary table and offline report pages
+  python -m reuse train-run SPEC.json  train one run (train_run's keyword arguments); under
+                                       torchrun --nproc-per-node N: data-parallel in N processes
 """
 
 from __future__ import annotations
@@ -114,6 +116,24 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from reuse.io import read_json
+    from reuse.train.distributed import from_env
+    from reuse.workflow import train_run
+
+    env = from_env()
+    tag = f" [rank {env.rank}/{env.world_size}]" if env.world_size > 1 else ""
+    logging.basicConfig(level=logging.INFO if env.rank == 0 else logging.WARNING, datefmt="%H:%M:%S",
+                        format=f"%(asctime)s{tag} %(levelname)s %(message)s")
+    spec = read_json(args.spec)
+    ckpts = spec["outputs"].get("ckpts", {})  # JSON keys are strings: epochs back to integers
+    spec["outputs"]["ckpts"] = {int(k) if str(k).isdigit() else k: v for k, v in ckpts.items()}
+    train_run(**spec)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from reuse.errors import ReuseError
 
@@ -139,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                                     "its report block is used")
     s.add_argument("--out", help="folder of the pages (default: RESULTS/report)")
     s.set_defaults(fn=_report)
+    s = sub.add_parser("train-run", help="train one run from a JSON file of train_run's keyword arguments "
+                                         "(data-parallel under torchrun)")
+    s.add_argument("spec", help="JSON: data_dir, model_name, model_cfg, recipe, seed, device, outputs, progress")
+    s.set_defaults(fn=_train_run)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

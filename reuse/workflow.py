@@ -28,6 +28,7 @@ from reuse.io import read_json, save_npz, sha256_file, write_json, write_jsonl
 from reuse.models import build_model
 from reuse.models.text import check_vocab
 from reuse.train import Algorithm, Trainer, build_from_checkpoint, evaluate, load_checkpoint, seed_everything
+from reuse.train import distributed
 
 log = logging.getLogger("reuse")
 
@@ -88,9 +89,29 @@ def prepare_data(name: str, spec: dict, out_npz: str, out_json: str) -> None:
 
 def train_run(*, data_dir: str, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: str,
               outputs: dict[str, Any], progress: str = "auto") -> None:
-    """Train one baseline run and write its declared outputs (see :func:`fit_and_write`)."""
-    fit_and_write(data=rdata.load(data_dir), model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed,
-                  device=pick_device(device), outputs=outputs, progress=progress)
+    """Train one baseline run and write its declared outputs (see :func:`fit_and_write`).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1: ``python -m reuse train-run SPEC.json``) every process
+    calls this: they join one process group and train the run data-parallel, and only rank 0 writes.
+    """
+    dev = distributed.init(pick_device(device))
+    done = False
+    try:
+        fit_and_write(data=rdata.load(data_dir), model_name=model_name, model_cfg=model_cfg, recipe=recipe,
+                      seed=seed, device=dev, outputs=outputs, progress=progress)
+        done = True
+    finally:
+        distributed.teardown(barrier=done)
+
+
+def train_baseline(*, nproc: int = 1, log_path: str | None = None, threads: int = 1, **train_kwargs: Any) -> None:
+    """The baseline rule's stage: :func:`train_run` in this process, or, with ``nproc`` > 1 (config
+    ``ddp_processes``), in ``nproc`` data-parallel processes under ``torchrun`` that share the job's
+    ``threads`` and append their output to ``log_path``."""
+    if int(nproc) <= 1:
+        train_run(**train_kwargs)
+    else:
+        distributed.launch_train_run(train_kwargs, nproc=int(nproc), log_path=log_path, threads=threads)
 
 
 def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: torch.device,
@@ -130,7 +151,10 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
                       progress=progress, algorithms=algorithms, init_id=init_id, initial_cost=initial_cost)
     state = trainer.fit()
 
-    pred = evaluate(state.model, data.test, recipe.get("eval_batch_size", 1024), device, keep_logits=True)
+    pred = evaluate(state.model, data.test, recipe.get("eval_batch_size", 1024), device, keep_logits=True,
+                    shard=trainer.shard)
+    if not distributed.is_main():
+        return  # under data parallelism rank 0 writes the run's outputs
     save_npz(outputs["predictions"], idx=np.arange(len(data.test)), target=data.test.y.numpy(), logits=pred["logits"].numpy())
     ckpt_files = {}
     for epoch, path in outputs["ckpts"].items():
@@ -159,6 +183,7 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
         "cost": {k: last[k] for k in ("train_time_s", "eval_time_s", "train_flops", "eval_flops", "examples_seen",
                                       "step")},
         "reused": list(reused), "checkpoints": ckpt_files, "device": str(device), "threads": torch.get_num_threads(),
+        "processes": distributed.world_size(),
         "versions": {"reuse": reuse.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "started": started, "finished": time.time()})
     shutil.rmtree(state_dir)

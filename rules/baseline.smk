@@ -23,6 +23,7 @@ for _ds, _model in RUNS:
             epochs=checkpoint_epochs(config, _model),
             device=config["device"],
             progress=config["progress"],
+            nproc=config["ddp_processes"],
         log:
             f"{run_dir(_ds, _model)}/train.log",
         threads: config["threads_per_job"]
