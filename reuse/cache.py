@@ -93,9 +93,12 @@ def write_logit_cache(out_dir: str | os.PathLike, model: torch.nn.Module, data, 
                     arrays["logits"][sl, j] = logits.numpy().astype(np_dtype)
                 if topk:
                     val, ind = logits.topk(topk, dim=1)
-                    arrays["topk_values"][sl, j] = val.numpy().astype(np_dtype)
+                    stored = torch.from_numpy(val.numpy().astype(np_dtype))
+                    arrays["topk_values"][sl, j] = stored.numpy()
                     arrays["topk_indices"][sl, j] = ind.numpy()
-                    arrays["logsumexp"][sl, j] = torch.logsumexp(logits, 1).numpy()
+                    # The log-normaliser of the logits with the kept values as stored (rounded), so the
+                    # kept mass exp(value - logsumexp) stays below 1 however large the logits are.
+                    arrays["logsumexp"][sl, j] = torch.logsumexp(logits.scatter(1, ind, stored.float()), 1).numpy()
     meta = {"format": FORMAT, "n": n, "num_views": v, "num_classes": c, "dtype": dtype, "dense": dense,
             "topk": topk, "views": views, "source": source, "fingerprint": fingerprint,
             "topk_rest": "uniform over the classes not kept" if topk else None,

@@ -61,6 +61,23 @@ def test_topk_form_rebuilds_probabilities(cache_dir, tiny_data):
     assert (ind == c.logits(idx, 0).topk(3, 1).indices).all()
 
 
+def test_topk_mass_stays_below_one_for_large_logits(tmp_path, tiny_data, model):
+    """float16 rounds a logit near 1000 by up to 0.5: the stored log-normaliser is the one of the rounded
+    values, so the kept classes' mass never exceeds 1 (the KD loss refuses teachers whose mass does)."""
+    scaled = torch.nn.Sequential(model, torch.nn.Linear(10, 10))
+    with torch.no_grad():
+        scaled[1].weight.copy_(torch.eye(10) * 300.0)
+        scaled[1].bias.fill_(700.0)
+    write_logit_cache(tmp_path, scaled, tiny_data.train, views=[{"kind": "clean"}], dense=False,
+                      fingerprint=tiny_data.train.fingerprint, source={}, topk=3)
+    c = LogitCache.open(tmp_path)
+    v = c.arrays["topk_values"][:, 0].astype(np.float64)
+    assert np.abs(v).max() > 512  # where float16's spacing is 0.5
+    mass = np.exp(v - c.arrays["logsumexp"][:, 0, None]).sum(1)
+    assert mass.max() <= 1.0 + 1e-4  # the float32 log-normaliser near 1000 is exact to 6e-5
+    torch.testing.assert_close(c.probs(np.arange(len(v)), 0).sum(1), torch.ones(len(v)), atol=1e-5, rtol=0)
+
+
 def test_foreign_fingerprint_is_refused(cache_dir, tiny_data):
     other = dict(tiny_data.train.fingerprint, labels_sha256="0" * 64)
     other["digest"] = digest(other)
