@@ -75,7 +75,7 @@ def test_topk_mass_stays_below_one_for_large_logits(tmp_path, tiny_data, model):
     assert np.abs(v).max() > 512  # where float16's spacing is 0.5
     mass = np.exp(v - c.arrays["logsumexp"][:, 0, None]).sum(1)
     assert mass.max() <= 1.0 + 1e-4  # the float32 log-normaliser near 1000 is exact to 6e-5
-    torch.testing.assert_close(c.probs(np.arange(len(v)), 0).sum(1), torch.ones(len(v)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(c.probs(np.arange(len(v)), 0).sum(1), torch.ones(len(v)), atol=1e-4, rtol=0)
 
 
 def test_foreign_fingerprint_is_refused(cache_dir, tiny_data):
