@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,18 +234,57 @@ def test_train_run_entry_point_writes_what_one_process_does(tiny_data_dir, tmp_p
     assert [m["test_acc"] for m in m2] == pytest.approx([m["test_acc"] for m in m1])
 
 
-def test_failed_data_parallel_run_names_its_log(tiny_data_dir, tmp_path, monkeypatch):
+def test_failed_data_parallel_run_names_its_log(tmp_path, monkeypatch):
+    """A failing torchrun (here a stand-in, to save a launch) raises naming the log and keeps the spec."""
+    import reuse.train.distributed as rd
     from reuse.errors import ReuseError
     from reuse.workflow import train_baseline
 
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.chdir(ROOT)
+    calls = []
+
+    def fake_run(cmd, stdout=None, **kw):
+        calls.append(cmd)
+        stdout.write("error: something went wrong\n")
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(rd.subprocess, "run", fake_run)
     d = tmp_path / "run"
-    d.mkdir()
-    with pytest.raises(ReuseError, match=r"failed with exit status 1; see .*train.log"):
-        train_baseline(nproc=NPROC, log_path=str(d / "train.log"), threads=2, data_dir=str(tiny_data_dir),
-                       model_name="mlp", model_cfg={"arch": "mlp", "args": {}}, recipe={**RECIPE, "batch_size": 1},
-                       seed=0, device="cpu", progress="off",
-                       outputs={"ckpts": {}, "metrics": str(d / "m.jsonl"), "run": str(d / "run.json"),
-                                "predictions": str(d / "p.npz")})
-    assert "batch_size 1 cannot be split" in (d / "train.log").read_text()
+    kw = dict(data_dir="data", model_name="mlp", model_cfg={"arch": "mlp"}, recipe=RECIPE, seed=0, device="cpu",
+              outputs={"ckpts": {1: "e1.pt"}, "run": str(d / "run.json")})
+    with pytest.raises(ReuseError, match=r"\(2 processes under torchrun\) failed with exit status 1; see .*train.log"):
+        train_baseline(nproc=2, log_path=str(tmp_path / "train.log"), threads=4, **kw)
+    assert calls[0][1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+    assert calls[0][6:8] == ["reuse", "train-run"] and json.loads(Path(calls[0][8]).read_text())["seed"] == 0
+    assert "something went wrong" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.parametrize("kind", ["tensor", "imagefolder"])
+def test_shards_partition_each_global_batch(kind, tiny_data, tmp_path):
+    """The processes' slices of a global batch are the batch, split in order, with the same augmented
+    inputs (augmentation is keyed per example)."""
+    if kind == "tensor":
+        from reuse.data.augment import Augment
+
+        split, bs, world, aug = tiny_data.train, 35, 3, Augment.from_spec(RECIPE["augment"])
+    else:
+        from PIL import Image
+
+        from reuse.data import load, prepare
+
+        rng = np.random.default_rng(0)
+        for sub, n in (("train", 4), ("val", 1)):
+            for cls, k in (("ant", n), ("bee", n - 1 if sub == "train" else n)):
+                (tmp_path / sub / cls).mkdir(parents=True)
+                for i in range(k):
+                    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / sub / cls / f"{i}.png")
+        prepare("imgs", {"kind": "imagefolder", "root": str(tmp_path), "train_dir": "train", "test_dir": "val",
+                         "image_size": 16}, tmp_path / "prep" / "data.npz", tmp_path / "prep" / "dataset.json")
+        split, bs, world, aug = load(tmp_path / "prep").train, 4, 2, True  # 7 images: slices 2+2, 2+1
+    kw = dict(shuffle=True, seed=1, epoch=2, augment=aug)
+    full = list(split.batches(bs, **kw))
+    shards = [list(split.batches(bs, shard=(r, world), **kw)) for r in range(world)]
+    assert all(len(s) == len(full) for s in shards)
+    for i, (x, y, idx) in enumerate(full):
+        assert torch.equal(torch.cat([s[i][2] for s in shards]), idx)
+        assert torch.equal(torch.cat([s[i][1] for s in shards]), y)
+        torch.testing.assert_close(torch.cat([s[i][0] for s in shards]), x)
