@@ -19,7 +19,7 @@ def test_shipped_configs_are_valid(name):
     validate_config(load(name))
 
 
-@pytest.mark.parametrize("name", ["configs/cifar10.yaml", "configs/cifar100.yaml", "configs/mnist.yaml"])
+@pytest.mark.parametrize("name", ["configs/cifar10.yaml", "configs/cifar100.yaml", "configs/mnist.yaml", "configs/text.yaml"])
 def test_real_scale_configs_only_lack_their_data(name):
     with pytest.raises(ConfigError) as e:
         validate_config(load(name))
