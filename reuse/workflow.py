@@ -136,6 +136,7 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     state_dir = run_dir / "state"
     spec = {"arch": model_cfg["arch"], "args": model_cfg.get("args", {}), "input_shape": list(data.input_shape),
             "num_classes": data.num_classes}
+    check_vocab(spec, data.meta)  # a text dataset's token ids fit the model's embedding table
     seed_everything(seed)
     model = build_model(spec["arch"], spec["input_shape"], spec["num_classes"], **spec["args"])
     n_params = sum(p.numel() for p in model.parameters())
@@ -160,7 +161,6 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     for epoch, path in outputs["ckpts"].items():
         # Link (not move) out of state/, so a kill here leaves state/ whole for the rerun.
         src = state_dir / f"e{epoch}.pt"
-    check_vocab(spec, data.meta)  # a text dataset's token ids fit the model's embedding table
         if epoch == "last" or (not src.exists() and int(epoch) == recipe["epochs"]):
             src = state_dir / "last.pt"  # the final epoch is kept even when not in checkpoint_epochs
         _link_or_copy(src, Path(path))

@@ -59,6 +59,7 @@ class TensorData(Dataset):
         self.scale = 1.0 / 255.0 if self.x.dtype == torch.uint8 else 1.0
         self.mean = torch.tensor(mean, dtype=torch.float32).view(shape)
         self.std = torch.tensor(std, dtype=torch.float32).view(shape)
+        self.tokens = self.x.dtype in (torch.int32, torch.int64)  # token ids (kind text): passed as int64
         self.device: torch.device | None = None  # set by .to(): the split lives on this device
 
     def to(self, device: str | torch.device) -> "TensorData":
@@ -68,7 +69,6 @@ class TensorData(Dataset):
         draws) and normalisation all run on it, with no host round trip. ``.to("cpu")`` takes the
         same path on the CPU."""
         import copy
-        self.tokens = self.x.dtype in (torch.int32, torch.int64)  # token ids (kind text): passed as int64
 
         device = torch.device(device)
         if self.device == device:
@@ -100,6 +100,11 @@ class TensorData(Dataset):
         if self.device is not None:
             idx = idx.to(self.device)
         x = self.x[idx]
+        if self.tokens:  # no augmentation and no normalisation of token ids; int64 for embedding lookups
+            if augment is not None:
+                raise DataError(f"augmentation ({augment.spec()}) of token ids is not defined: set the recipe's "
+                                "augment to {translate: 0, flip: false} for text datasets")
+            return x.long(), self.y[idx], idx
         if augment is not None:
             x = augment(x, idx, seed, view, on_device=self.device is not None)
         x = (x.float() * self.scale - self.mean) / self.std
@@ -110,11 +115,6 @@ class TensorData(Dataset):
                 drop_last: bool = False, indices: torch.Tensor | None = None,
                 shard: tuple[int, int] | None = None) -> Iterator[Batch]:
         """Batches of ``(x, y, idx)`` over ``indices`` (all ids by default).
-        if self.tokens:  # no augmentation and no normalisation of token ids; int64 for embedding lookups
-            if augment is not None:
-                raise DataError(f"augmentation ({augment.spec()}) of token ids is not defined: set the recipe's "
-                                "augment to {translate: 0, flip: false} for text datasets")
-            return x.long(), self.y[idx], idx
 
         The order is a function of ``(seed, epoch)``. Augmentation draws view ``aug_key = (seed,
         view)``, by default ``(seed, epoch)``; a student set to a teacher cache's key sees exactly the
