@@ -166,3 +166,21 @@ def test_schema_accepts_the_new_keys_and_rejects_bad_values():
     msg = str(e.value)
     for key in ("train.data_on_device", "train.amp", "train.channels_last", "train.compile"):
         assert key in msg
+
+
+def test_data_on_device_auto_decides_by_free_cuda_memory(images, tmp_path, monkeypatch):
+    """The CUDA branch of `auto`, with the device faked: data go to the GPU when they take under a
+    quarter of its free memory, and stay on the host otherwise."""
+    t = Trainer(small_cnn(), images, RECIPE, seed=5, state_dir=tmp_path, progress="off", model_spec={})
+    need = images.train.nbytes + images.test.nbytes
+    moved = []
+    monkeypatch.setattr(TensorData, "to", lambda self, device: moved.append(torch.device(device)) or self)
+    t.device = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 * need - 1, 8 * need))
+    assert t._place_data(images, "auto") is images and not moved
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 * need + 1, 8 * need))
+    placed = t._place_data(images, "auto")
+    assert placed is not images and moved == [torch.device("cuda")] * 2
+    assert t._place_data(images, False) is images and len(moved) == 2
+    with pytest.raises(ValueError, match="data_on_device"):
+        t._place_data(images, "gpu")
