@@ -169,6 +169,10 @@ class Trainer:
         # plain fp32, contiguous, eager pipeline with host data.
         self.amp = recipe.get("amp", "none")
         autocast(self.device, self.amp)  # rejects an unknown value now rather than at the first step
+        if self.amp == "bf16" and self.device.type == "cpu":
+            log.warning("amp: bf16 on the CPU: autocast works there, but a CPU without native bfloat16 "
+                        "arithmetic runs it several times slower than float32 (docs/performance.md); "
+                        "set the recipe's amp: none for CPU runs")
         self.channels_last = bool(recipe.get("channels_last", False))
         self.compile = bool(recipe.get("compile", False))
         self._compiled: tuple[torch.nn.Module, Any] | None = None  # (model, its compiled module)
