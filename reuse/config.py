@@ -193,6 +193,10 @@ def _kd_problems(config: dict) -> list[str]:
             problems.append(f"{where}: an online teacher is a single run without MixUp")
         if mixup.get("kind") == "checkpoint" and v["mode"] != "single":
             problems.append(f"{where}: checkpoint MixUp uses one past run (mode: single)")
+        r = kd_recipe(config, name)
+        late = [m for m in r["schedule"]["milestones"] if m > r["epochs"]]
+        if late:
+            problems.append(f"{where}.train.schedule.milestones: {late} lie beyond epochs={r['epochs']}")
     return problems
 
 
@@ -357,7 +361,7 @@ def warm_source(config: dict, variant: str, seed: int) -> dict[str, Any]:
         folder = f"{f['model']}/baseline"
     else:
         seeds = kd_seeds(config) if f["method"] == "kd" else method_seeds(config, f["method"])
-        ckpt = f"e{recipe_for(config, f['model'])['epochs']}.pt" if f["method"] == "kd" else "last.pt"
+        ckpt = f"e{kd_recipe(config, f['variant'])['epochs']}.pt" if f["method"] == "kd" else "last.pt"
         folder = f"{f['model']}/{f['method']}/{f['variant']}"
     if f["seed"] is not None:
         past = f["seed"]
@@ -365,6 +369,13 @@ def warm_source(config: dict, variant: str, seed: int) -> dict[str, Any]:
         start = seeds.index(seed) + 1 if seed in seeds else 0
         past = (seeds[start:] + seeds[:start])[0]
     return {"run": f"{folder}/s{past}", "ckpt": ckpt, "seed": past}
+
+
+def kd_recipe(config: dict, variant: str) -> dict:
+    """The recipe of a KD variant's students: the student model's recipe with the variant's ``train``
+    over it (no `train`: the model's recipe as it is)."""
+    v = config["kd"]["variants"][variant]
+    return deep_merge(recipe_for(config, v["student"]), v.get("train") or {})
 
 
 def warm_recipe(config: dict, variant: str) -> dict:

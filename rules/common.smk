@@ -8,6 +8,7 @@ from reuse.config import (
     DATA_METHODS,
     checkpoint_epochs,
     expose_checkout,
+    kd_recipe,
     kd_seeds,
     kd_teacher_epochs,
     kd_teacher_seeds,

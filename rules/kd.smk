@@ -6,7 +6,7 @@ for _ds, _variant in KD_VARIANTS:
     _v = config["kd"]["variants"][_variant]
     _student = _v["student"]
     _dir = f"{R}/{_ds}/{_student}/kd/{_variant}/s{{seed}}"
-    _last = recipe_for(config, _student)["epochs"]
+    _last = kd_recipe(config, _variant)["epochs"]
 
     rule:
         name:
@@ -24,7 +24,7 @@ for _ds, _variant in KD_VARIANTS:
             cfg=_v,
             student=_student,
             student_cfg=config["models"][_student],
-            recipe=recipe_for(config, _student),
+            recipe=kd_recipe(config, _variant),
             teacher_runs=lambda wc, ds=_ds, variant=_variant: kd_teacher_runs(ds, variant, wc.seed),
             teacher_epochs=kd_teacher_epochs(config, _variant),
             last=_last,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reuse.config import checkpoint_epochs, recipe_for, runs, validate_config
+from reuse.config import checkpoint_epochs, kd_recipe, recipe_for, runs, validate_config
 from reuse.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -37,6 +37,22 @@ def test_defaults_are_filled_but_model_overrides_stay_partial():
     assert r["epochs"] == 3 and r["batch_size"] == 128
     assert checkpoint_epochs(cfg, "m") == [3]
     assert list(runs(cfg)) == [("d", "m")]
+
+
+def test_kd_variant_train_overrides_only_its_students_recipe():
+    base = {"datasets": {"d": {"kind": "mnist1d"}}, "models": {"m": {"arch": "mlp"}}, "train": {"epochs": 10}}
+    kd = {"plain": {"student": "m", "teacher": {"model": "m"}},
+          "warm": {"student": "m", "teacher": {"model": "m"}, "train": {"schedule": {"warmup_epochs": 3}}}}
+    cfg = validate_config({**base, "kd": {"variants": kd}})
+    assert "train" not in cfg["kd"]["variants"]["plain"]  # no default: other variants' settings stay as written
+    assert kd_recipe(cfg, "plain") == recipe_for(cfg, "m")
+    r = kd_recipe(cfg, "warm")
+    assert r["schedule"]["warmup_epochs"] == 3 and r["schedule"]["name"] == recipe_for(cfg, "m")["schedule"]["name"]
+    assert r["epochs"] == 10
+    bad = {"late": {"student": "m", "teacher": {"model": "m"},
+                    "train": {"schedule": {"name": "step", "milestones": [20]}}}}
+    with pytest.raises(ConfigError, match=r"kd.variants.late.train.schedule.milestones: \[20\] lie beyond epochs=10"):
+        validate_config({**base, "kd": {"variants": bad}})
 
 
 def test_every_problem_is_reported_with_its_key_path():
