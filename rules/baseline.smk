@@ -28,7 +28,7 @@ for _ds, _model in RUNS:
             f"{run_dir(_ds, _model)}/train.log",
         threads: config["threads_per_job"]
         resources:
-            gpu=GPUS * config.get("ddp_processes", 1),  # one GPU per data-parallel process
+            gpu=GPUS * config["ddp_processes"],  # one GPU per data-parallel process
         conda:
             "../envs/reuse.yaml"
         script:
