@@ -9,16 +9,17 @@
 #       state/                                        resume state while training (removed when done)
 #       example_stats.npz                             per-epoch correctness and loss of every example
 #       scores.npz, scores.json                       the run's difficulty scores     (rules/scores.smk)
-#   R/{dataset}/{student}/kd/{variant}/s{seed}/       one distilled run (rules/kd.smk): same files
 #   R/{dataset}/scores.parquet, scores.json           scores averaged over past runs  (rules/scores.smk)
-#   R/{dataset}/{model}/{method}/{variant}/s{seed}/   prune, curriculum, reweight runs (rules/data_methods.smk)
-#   R/{dataset}/{model}/warm|soup|averaging/{variant}/s{seed}/  warm starts, soups, SWA/EMA runs (rules/weights.smk)
-#   R/{dataset}/adv/{cache}/adv.npz, meta.json        adversarial examples made once against past runs (rules/adversarial.smk)
-#   R/{dataset}/{model}/adv/{variant}/s{seed}/        runs trained with them, or with online ones: same files
+#   R/{dataset}/{model}/{method}/{variant}/s{seed}/   one run of a registered method (rules/methods.smk):
+#                                                     kd, prune, curriculum, reweight, adv, warm, soup,
+#                                                     averaging, and any plugin's; the same run files
+#   R/{dataset}/adv/{cache}/adv.npz, meta.json        adversarial examples made once against past runs
+#                                                     (reuse/methods/adversarial/rules.smk)
 #   R/{dataset}/{model}/.../s{seed}/robust.json       robust accuracy (PGD against the run's own model)
-#   R/{dataset}/baselines.csv, kd.csv, prune.csv...   one row per run
-#   R/{dataset}/studies/*.csv                         keep-fraction, curriculum, score-agreement studies;
-#                                                     warm.csv: warm starts, soups, averaging vs baseline
+#   R/{dataset}/baselines.csv, kd.csv, prune.csv...   one row per run, per method     (rules/methods.smk)
+#   R/{dataset}/studies/*.csv                         each method's study (prune, curriculum, adv, ...;
+#                                                     warm.csv: warm starts, soups, averaging vs baseline)
+#                                                     and the score-agreement study
 #   R/summary.parquet, summary.csv                    every run and method aggregate  (rules/report.smk)
 #   R/report/index.html, ..., figures/*.png|svg       the offline report pages and key figures
 # Logs sit next to their outputs (*.log).
@@ -42,11 +43,16 @@ if not workflow.config_settings.configfiles:
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/baseline.smk"
-include: "rules/kd.smk"
 include: "rules/scores.smk"
-include: "rules/data_methods.smk"
-include: "rules/adversarial.smk"
-include: "rules/weights.smk"
+include: "rules/methods.smk"
+
+
+# The registered methods' own stages (e.g. an adversarial cache built once), from their folders.
+for _rules in dict.fromkeys(m.rules for m in METHODS if m.rules is not None):
+
+    include: str(_rules)
+
+
 include: "rules/report.smk"
 
 

@@ -316,3 +316,25 @@ def rank_agreement(run_npzs: list[str], *, max_subsets: int = 20, seed: int = 0)
                              "spearman": float(np.nanmean(vals)), "spearman_std": float(np.nanstd(vals)),
                              "n": len(vals)})
     return pd.DataFrame(rows)
+
+
+def job_difficulty(job: Any, data: Any) -> tuple[np.ndarray | None, list[dict]]:
+    """The difficulty a data method's run orders or weighs examples by, and what reading it reused.
+
+    ``job`` (a :class:`reuse.workflow.Job`) names the score table and the scored past runs' run.json
+    in its staged inputs (``scores``, ``past_runs``; both empty for a random variant, which reads
+    neither: then None and nothing reused), the ``score`` in its variant and the scored epoch in its
+    params (``score_epoch``)."""
+    if not job.inputs.get("scores"):
+        return None, []
+    path = job.inputs["scores"][0]
+    table = ScoreTable.open(path, fingerprint=data.train.fingerprint)
+    diff = table.difficulty(job.cfg["score"], job.params["score_epoch"])
+    reused = []
+    for f in job.inputs["past_runs"]:
+        c = json.loads(Path(f).read_text())["cost"]
+        reused.append({"kind": "past_run", "path": str(Path(f).parent), "time_s": c["train_time_s"],
+                       "flops": c["train_flops"]})
+    reused.append({"kind": "score_table", "path": path, "time_s": table.meta["cost"]["time_s"],
+                   "flops": table.meta["cost"]["flops"]})
+    return diff, reused

@@ -2,11 +2,18 @@
 
 Each stage reads its inputs, does its work in a scratch place, and moves finished files onto the
 declared outputs only at the end, so a killed job leaves either no output or a complete one.
+
+The shared stages (data, baselines, logit caches, scores, run tables, the report) are here. A
+method's stages live in its folder (``reuse/methods/<name>/stage.py``): the generic training rule
+hands each run to its method's stage as a :class:`Job` (:func:`train_method`), the generic study rule
+calls the study's builder (:func:`run_study`), and a method's own rules call their stage through
+:func:`run_stage`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import platform
@@ -24,7 +31,9 @@ from reuse import data as rdata
 from reuse import ops
 from reuse.cache import LogitCache, views_for, write_logit_cache
 from reuse.errors import ReuseError
-from reuse.io import read_json, save_npz, sha256_file, write_json, write_jsonl
+from reuse.io import atomic_path, read_json, save_npz, sha256_file, write_json, write_jsonl
+from reuse.methods.registry import resolve
+from reuse.methods.weights.weights import check_same_architecture
 from reuse.models import build_model
 from reuse.models.text import check_vocab
 from reuse.train import Algorithm, Trainer, build_from_checkpoint, evaluate, load_checkpoint, seed_everything
@@ -77,6 +86,94 @@ def run_rule(snakemake: Any, stage: Callable[..., None]) -> None:
     with logged(log_path, snakemake.threads):
         log.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
         stage(snakemake)
+
+
+def run_stage(snakemake: Any) -> None:
+    """Entry point of ``rules/scripts/stage.py``: the stage named by the rule's ``params.stage``
+    (``"module:function"``, e.g. a method's own rule) called with the Snakemake object."""
+    run_rule(snakemake, lambda sm: resolve(sm.params.stage)(sm))
+
+
+load_data = rdata.load
+
+
+@dataclasses.dataclass
+class Job:
+    """One run of a method, as the generic training rule (``rules/methods.smk``) hands it to the
+    method's stage (:attr:`reuse.methods.registry.Method.stage`).
+
+    ``cfg``: the variant's block; ``recipe``: :meth:`Method.recipe`; ``inputs``: the files the run
+    reads besides the data (:meth:`Method.inputs`), by name, as Snakemake staged them (with a storage
+    provider these are local copies: read past runs and caches only through them); ``params``:
+    :meth:`Method.params`; ``outputs``: the run's files, as :func:`fit_and_write` takes them.
+    """
+
+    method: str
+    variant: str
+    cfg: dict
+    model: str
+    model_cfg: dict
+    recipe: dict
+    seed: int
+    data_dir: str
+    inputs: dict[str, list[str]]
+    params: dict
+    outputs: dict[str, Any]
+    device_name: str = "auto"
+    progress: str = "auto"
+    _data: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return pick_device(self.device_name)
+
+    def data(self):
+        """The prepared dataset (loaded once)."""
+        if self._data is None:
+            self._data = load_data(self.data_dir)
+        return self._data
+
+    def fit(self, data, *, recipe: dict, algorithms: list[Algorithm] = (), reused: list[dict] = (),
+            init: dict | None = None, init_id: str | None = None, initial_cost: dict | None = None) -> None:
+        """Train the run with ``algorithms`` and write its outputs (:func:`fit_and_write`)."""
+        fit_and_write(data=data, model_name=self.model, model_cfg=self.model_cfg, recipe=recipe, seed=self.seed,
+                      device=self.device, outputs=self.outputs, progress=self.progress, method=self.method,
+                      variant=self.variant, algorithms=algorithms, reused=reused, method_cfg=self.cfg, init=init,
+                      init_id=init_id, initial_cost=initial_cost)
+
+    @classmethod
+    def from_rule(cls, sm: Any) -> "Job":
+        """The job of a generic training rule's Snakemake object."""
+        inputs = {k: [str(f) for f in (v if isinstance(v, list) else [v])] for k, v in sm.input.items()
+                  if k not in ("npz", "meta")}
+        key = sm.params.ckpt_key
+        return cls(method=sm.params.method, variant=sm.params.variant, cfg=dict(sm.params.cfg), model=sm.params.model,
+                   model_cfg=dict(sm.params.model_cfg), recipe=dict(sm.params.recipe), seed=int(sm.wildcards.seed),
+                   data_dir=str(Path(sm.input.npz).parent), inputs=inputs, params=dict(sm.params.extra),
+                   outputs={"ckpts": {key: sm.output.ckpts[0]}, "metrics": sm.output.metrics, "run": sm.output.run,
+                            "predictions": sm.output.predictions,
+                            "example_stats": sm.output.example_stats[0] if sm.output.example_stats else None},
+                   device_name=sm.params.device, progress=sm.params.progress)
+
+
+def train_method(snakemake: Any) -> None:
+    """Entry point of ``rules/scripts/train_method.py``: one run of a registered method, by its stage."""
+    run_rule(snakemake, lambda sm: resolve(sm.params.stage)(Job.from_rule(sm)))
+
+
+def run_study(snakemake: Any) -> None:
+    """Entry point of ``rules/scripts/study.py``: a study table by its builder (``params.build``)."""
+    run_rule(snakemake, lambda sm: resolve(sm.params.build)(
+        runs_csvs=list(sm.input.runs), baseline_csv=sm.input.baselines,
+        extra={k: list(v) for k, v in sm.input.items() if k not in ("runs", "baselines")},
+        params=dict(sm.params.params), out_csv=sm.output[0]))
+
+
+def past_run_cost(run_dir: str) -> list[dict]:
+    """What reusing the past run ``run_dir`` costs: its own training, and everything it reused in turn."""
+    r = read_json(f"{run_dir}/run.json")
+    return [{"kind": "past_run", "path": str(run_dir), "time_s": r["cost"]["train_time_s"],
+             "flops": r["cost"]["train_flops"], "test_acc": r["final"]["test_acc"]}] + list(r.get("reused", []))
 
 
 # ----------------------------------------------------------------------------- stages
@@ -141,8 +238,6 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     model = build_model(spec["arch"], spec["input_shape"], spec["num_classes"], **spec["args"])
     n_params = sum(p.numel() for p in model.parameters())
     if init is not None:
-        from reuse.methods.weights import check_same_architecture
-
         check_same_architecture(model.state_dict(), init, init_id or "the initial weights")
         model.load_state_dict(init)
     log.info("%s/%s seed %d: %s with %d parameters on %s, %d epochs", data.name, model_name, seed, spec["arch"],
@@ -240,8 +335,6 @@ def summarize(run_files: list[str], out_csv: str) -> None:
     cost) as CSV."""
     import pandas as pd
 
-    from reuse.io import atomic_path
-
     rows = []
     for f in run_files:
         r = read_json(f)
@@ -273,52 +366,6 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def train_kd(*, data_dir: str, variant: str, cfg: dict, student: str, student_cfg: dict, recipe: dict, seed: int,
-             teacher_runs: list[str], teacher_epochs: list[int], device: str, outputs: dict[str, Any],
-             progress: str = "auto") -> None:
-    """Train one student by distillation from past runs (``reuse.methods.kd``) and write its outputs.
-
-    ``teacher_runs``: the past runs' folders; ``teacher_epochs``: the checkpoint epoch whose logit
-    cache (or, with ``online``, checkpoint) is the teacher, or two epochs for checkpoint MixUp.
-    """
-    from reuse.methods.kd import CachedTeacher, CheckpointMixupTeacher, Distill, OnlineTeacher
-
-    dev = pick_device(device)
-    data = rdata.load(data_dir)
-    fp = data.train.fingerprint
-    reused = [{"kind": "past_run", "path": r, "time_s": (c := read_json(f"{r}/run.json")["cost"])["train_time_s"],
-               "flops": c["train_flops"]} for r in teacher_runs]
-    mixup = cfg.get("mixup") or {}
-    common = {"temperature": cfg["temperature"], "seed": seed, "device": dev}
-    if cfg["online"]:
-        ckpt = load_checkpoint(f"{teacher_runs[0]}/ckpt/e{teacher_epochs[0]}.pt", fingerprint=fp, map_location=dev)
-        teacher = OnlineTeacher(build_from_checkpoint(ckpt).to(dev))
-    else:
-        cache_dirs = [f"{r}/logits/e{e}" for r in teacher_runs for e in teacher_epochs]
-        caches = [LogitCache.open(d, fingerprint=fp) for d in cache_dirs]
-        for d, c in zip(cache_dirs, caches):
-            reused.append({"kind": "logit_cache", "path": d, "time_s": c.meta.get("cost", {}).get("time_s", 0.0),
-                           "flops": c.meta.get("cost", {}).get("flops", 0),
-                           "bytes": sum(a.nbytes for a in c.arrays.values())})
-        if mixup.get("kind") == "checkpoint":
-            teacher = CheckpointMixupTeacher(caches[0], caches[1], beta=mixup["beta"], views=cfg["views"], **common)
-        else:
-            teacher = CachedTeacher(caches, mode=cfg["mode"], views=cfg["views"], **common)
-        if teacher.augment != recipe.get("augment"):
-            log.info("the student trains on the teacher cache's views: augmentation %s (recipe had %s)",
-                     teacher.augment, recipe.get("augment"))
-            recipe = {**recipe, "augment": teacher.augment}
-    recipe = {**recipe, "checkpoint_epochs": []}
-    algo = Distill(teacher, temperature=cfg["temperature"], alpha=cfg["alpha"], until=cfg["until"],
-                   input_mixup=mixup["beta"] if mixup.get("kind") == "input" else None, seed=seed)
-    log.info("kd variant %s: %s teacher from %d past run(s) at epoch(s) %s, T=%g alpha=%g until=%g", variant,
-             "online" if cfg["online"] else cfg["mode"], len(teacher_runs), teacher_epochs, cfg["temperature"],
-             cfg["alpha"], cfg["until"])
-    fit_and_write(data=data, model_name=student, model_cfg=student_cfg, recipe=recipe, seed=seed, device=dev,
-                  outputs=outputs, progress=progress, method="kd", variant=variant, algorithms=[algo], reused=reused,
-                  method_cfg=cfg)
-
-
 # ----------------------------------------------------------------------------- scores and data methods
 def score_run(*, data_dir: str, run_dir: str, epochs: list[int], names: list[str], batch_size: int, device: str,
               out_npz: str, out_json: str) -> None:
@@ -343,7 +390,6 @@ def score_table(*, run_npzs: list[str], run_jsons: list[str], out_parquet: str, 
 def score_agreement(*, run_npzs: list[str], out_csv: str) -> None:
     """The rank-agreement study of the scores across runs, epochs and numbers of runs."""
     from reuse import scores
-    from reuse.io import atomic_path
 
     df = scores.rank_agreement(run_npzs)
     with atomic_path(out_csv, suffix=".csv") as tmp:
@@ -351,207 +397,19 @@ def score_agreement(*, run_npzs: list[str], out_csv: str) -> None:
     log.info("rank agreement:\n%s", df[df["kind"] == "runs"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
-def rescale_recipe(recipe: dict, epochs: int, time_factor: float) -> dict:
-    """``recipe`` with ``epochs`` epochs whose schedule landmarks (warmup, milestones, in epochs) are
-    stretched by ``time_factor``, so that they fall on the same fraction of training."""
-    sched = dict(recipe["schedule"])
-    sched["warmup_epochs"] = sched.get("warmup_epochs", 0) * time_factor
-    sched["milestones"] = [m * time_factor for m in sched.get("milestones", [])]
-    return {**recipe, "epochs": int(epochs), "schedule": sched, "checkpoint_epochs": []}
-
-
-def train_data_method(*, data_dir: str, method: str, variant: str, cfg: dict, model_name: str, model_cfg: dict,
-                      recipe: dict, seed: int, score_table_path: str | None, score_epoch: int | None, device: str,
-                      outputs: dict[str, Any], progress: str = "auto") -> None:
-    """Train one run of a data method (prune, curriculum, reweight) with the dataset's score table."""
-    import math
-
-    from reuse.methods.curriculum import Curriculum, curriculum_order
-    from reuse.methods.prune import Prune, matched_epochs, select
-    from reuse.methods.reweight import Reweight, rank_weights
-    from reuse.scores import ScoreTable
-
-    data = rdata.load(data_dir)
-    n = len(data.train)
-    reused: list[dict] = []
-    diff = None
-    if score_table_path is not None:
-        table = ScoreTable.open(score_table_path, fingerprint=data.train.fingerprint)
-        diff = table.difficulty(cfg["score"], score_epoch)
-        for r in table.meta["runs"]:
-            c = read_json(f"{r}/run.json")["cost"]
-            reused.append({"kind": "past_run", "path": r, "time_s": c["train_time_s"], "flops": c["train_flops"]})
-        reused.append({"kind": "score_table", "path": score_table_path, "time_s": table.meta["cost"]["time_s"],
-                       "flops": table.meta["cost"]["flops"]})
-    epochs, budget = recipe["epochs"], cfg["budget"]
-    if method == "prune":
-        ids = select(diff, cfg["keep"], mode=cfg["mode"], drop=cfg["drop"], labels=data.train.y.numpy(),
-                     class_balanced=cfg["class_balanced"], seed=seed, n=n)
-        new_epochs = matched_epochs(n, len(ids), recipe["batch_size"], epochs, drop_last=recipe["drop_last"],
-                                    budget=budget)
-        algo = Prune(ids)
-        log.info("prune %s: keep %d of %d examples (%s by %s), %d epochs for the same steps as %d x %d epochs",
-                 variant, len(ids), n, cfg["mode"], cfg["score"], new_epochs, budget, epochs)
-    elif method == "curriculum":
-        new_epochs = max(1, math.ceil(budget * epochs))
-        algo = Curriculum(curriculum_order(diff, cfg["order"], seed=seed, n=n), pacing=cfg["pacing"],
-                          start=cfg["start"], full_at=cfg["full_at"], stages=cfg["stages"])
-        log.info("curriculum %s: %s order by %s, %s pacing from %.2f to all data at %.0f%% of %d epochs", variant,
-                 cfg["order"], cfg["score"], cfg["pacing"], cfg["start"], 100 * cfg["full_at"], new_epochs)
-    elif method == "reweight":
-        new_epochs = max(1, math.ceil(budget * epochs))
-        w = rank_weights(diff, cfg["strength"])
-        algo = Reweight(w)
-        log.info("reweight %s: weights %.2f..%.2f by %s rank", variant, w.min(), w.max(), cfg["score"])
-    else:
-        raise ReuseError(f"unknown data method '{method}' (prune, curriculum, reweight)")
-    recipe = rescale_recipe(recipe, new_epochs, new_epochs / epochs)
-    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed,
-                  device=pick_device(device), outputs=outputs, progress=progress, method=method, variant=variant,
-                  algorithms=[algo], reused=reused, method_cfg=cfg)
-
-
-# ----------------------------------------------------------------------------- adversarial recycling
-def adv_cache(*, data_dir: str, checkpoints: list[str], runs: list[str], attack: dict, out_npz: str, out_meta: str,
-              batch_size: int, device: str) -> None:
-    """Attack every training example once against the past runs' ``checkpoints`` (their mean logits
-    when several) and write the adversarial cache (``reuse.methods.adversarial.cache``)."""
-    from reuse.methods.adversarial import MeanLogits, input_bounds, write_adv_cache
-
-    dev = pick_device(device)
-    data = rdata.load(data_dir)
-    fp = data.train.fingerprint
-    models, source = [], []
-    for ckpt_path, run in zip(checkpoints, runs, strict=True):
-        ckpt = load_checkpoint(ckpt_path, fingerprint=fp, map_location=dev)
-        models.append(build_from_checkpoint(ckpt))
-        source.append({"run": run, "path": str(ckpt_path), "epoch": ckpt["epoch"], "seed": ckpt["seed"],
-                       "sha256": sha256_file(ckpt_path)})
-    model = models[0] if len(models) == 1 else MeanLogits(models)
-    meta = write_adv_cache(out_npz, out_meta, model, data.train, spec=attack, bounds=input_bounds(data),
-                           fingerprint=fp, source=source, batch_size=batch_size, device=dev)
-    log.info("%s: %s %s eps=%g against %d past run(s): source accuracy %.4f clean, %.4f adversarial; %d examples "
-             "(%.1f MB) in %.1fs, %.3g FLOPs", out_npz, attack["kind"], attack["norm"], attack["eps"], len(models),
-             meta["source_clean_acc"], meta["source_adv_acc"], meta["n"], meta["bytes"] / 1e6, meta["cost"]["time_s"],
-             meta["cost"]["flops"])
-
-
-def train_adv(*, data_dir: str, variant: str, cfg: dict, model_name: str, model_cfg: dict, recipe: dict, seed: int,
-              cache_dir: str | None, device: str, outputs: dict[str, Any], progress: str = "auto") -> None:
-    """Train one run with adversarial examples (``reuse.methods.adversarial``): recycled from the cache
-    in ``cache_dir``, or generated online against the run's own model (``cfg["online"]``)."""
-    from reuse.methods.adversarial import AdvCache, AdversarialTraining, input_bounds
-
-    dev = pick_device(device)
-    data = rdata.load(data_dir)
-    reused: list[dict] = []
-    if cache_dir is not None:
-        cache = AdvCache.open(cache_dir, fingerprint=data.train.fingerprint)
-        for s in cache.meta["source"]:
-            c = read_json(f"{s['run']}/run.json")["cost"]
-            reused.append({"kind": "past_run", "path": s["run"], "time_s": c["train_time_s"],
-                           "flops": c["train_flops"]})
-        reused.append({"kind": "adv_cache", "path": cache_dir, "time_s": cache.meta["cost"]["time_s"],
-                       "flops": cache.meta["cost"]["flops"], "bytes": cache.nbytes})
-        algo = AdversarialTraining(use=cfg["use"], ratio=cfg["ratio"], alpha=cfg["alpha"], cache=cache,
-                                   train=data.train, seed=seed)
-        log.info("adv variant %s: %s with recycled %s examples (eps=%g) from %s", variant, cfg["use"],
-                 cache.attack["kind"], cache.attack["eps"], cache_dir)
-    else:
-        algo = AdversarialTraining(use=cfg["use"], ratio=cfg["ratio"], alpha=cfg["alpha"], online=cfg["online"],
-                                   bounds=input_bounds(data), seed=seed)
-        log.info("adv variant %s: %s with %s examples (eps=%g) generated online against the model", variant,
-                 cfg["use"], cfg["online"]["kind"], cfg["online"]["eps"])
-    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe={**recipe, "checkpoint_epochs": []},
-                  seed=seed, device=dev, outputs=outputs, progress=progress, method="adv", variant=variant,
-                  algorithms=[algo], reused=reused, method_cfg=cfg)
-
-
-def robust_eval_run(*, data_dir: str, checkpoint: str, attack: dict, out_json: str, batch_size: int,
-                    device: str) -> None:
-    """Robust accuracy of one finished run: ``attack`` (PGD) against the run's own final checkpoint
-    on the test split; writes robust.json (robust_acc, clean_acc, attack, n, cost)."""
-    from reuse.methods.adversarial import input_bounds, robust_eval
-
-    dev = pick_device(device)
-    data = rdata.load(data_dir)
-    ckpt = load_checkpoint(checkpoint, fingerprint=data.train.fingerprint, map_location=dev)
-    res = robust_eval(build_from_checkpoint(ckpt), data.test, attack, input_bounds(data), batch_size=batch_size,
-                      device=dev)
-    write_json(out_json, {**res, "checkpoint": str(checkpoint), "epoch": ckpt["epoch"]})
-    log.info("%s: clean accuracy %.4f, robust accuracy %.4f under %s %s eps=%g (%d examples, %.1fs)", checkpoint,
-             res["clean_acc"], res["robust_acc"], attack["kind"], attack["norm"], attack["eps"], res["n"],
-             res["cost"]["time_s"])
-
-
-def study_adv(*, runs_csv: str, baseline_csv: str, robust_jsons: list[str], variants: dict, out_csv: str) -> None:
-    """Per adversarial variant (mean, std, n over seeds): clean and robust accuracy, its own cost, the
-    cost with the cache's generation (and with the past runs), beside the baseline runs of its model
-    and each online variant of that model: ``robustness_retained`` = (robust - robust_baseline) /
-    (robust_online - robust_baseline); ``cost_fraction`` = (own + generation FLOPs) / the online
-    run's FLOPs (``cost_fraction_time``: the same in seconds)."""
+def variant_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]], params: dict,
+                  out_csv: str) -> None:
+    """Aggregate a method's runs per setting (mean, std, n over seeds), beside the baseline of the same
+    model: one row per combination of ``params["keys"]`` (summary columns such as ``cfg_score``)."""
     import pandas as pd
 
-    from reuse.io import atomic_path
-
-    robust = pd.DataFrame([{"run": str(Path(f).parent), "robust_acc": (r := read_json(f))["robust_acc"],
-                            "robust_clean_acc": r["clean_acc"]} for f in robust_jsons])
-    runs = pd.read_csv(runs_csv).merge(robust, on="run", how="left")
-    runs["gen_time_s"] = runs["run"].map(lambda d: sum(x["time_s"] for x in read_json(f"{d}/run.json")["reused"]
-                                                       if x["kind"] == "adv_cache"))
-    runs["gen_flops"] = runs["run"].map(lambda d: sum(x["flops"] for x in read_json(f"{d}/run.json")["reused"]
-                                                      if x["kind"] == "adv_cache"))
-    runs["online"] = runs["variant"].map(lambda v: variants[v].get("online") is not None)
-    runs["use"] = runs["variant"].map(lambda v: variants[v]["use"])
-    runs["cache"] = runs["variant"].map(lambda v: variants[v].get("cache") or "")
-    agg = runs.groupby(["dataset", "model", "variant", "use", "cache", "online"]).agg(
-        n=("seed", "count"), acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"),
-        robust_n=("robust_acc", "count"), robust_mean=("robust_acc", "mean"), robust_std=("robust_acc", "std"),
-        train_time_s=("train_time_s", "mean"), train_flops=("train_flops", "mean"),
-        gen_time_s=("gen_time_s", "mean"), gen_flops=("gen_flops", "mean"),
-        reused_time_s=("reused_time_s", "mean"), reused_flops=("reused_flops", "mean")).reset_index()
-    agg["cost_time_s"] = agg["train_time_s"] + agg["gen_time_s"]
-    agg["cost_flops"] = agg["train_flops"] + agg["gen_flops"]
-    agg["cost_with_past_time_s"] = agg["train_time_s"] + agg["reused_time_s"]
-    agg["cost_with_past_flops"] = agg["train_flops"] + agg["reused_flops"]
-    base = pd.read_csv(baseline_csv).merge(robust, on="run", how="left")
-    base = base.groupby(["dataset", "model"]).agg(
-        baseline_n=("seed", "count"), baseline_acc_mean=("test_acc", "mean"), baseline_acc_std=("test_acc", "std"),
-        baseline_robust_n=("robust_acc", "count"), baseline_robust_mean=("robust_acc", "mean"),
-        baseline_robust_std=("robust_acc", "std"), baseline_train_flops=("train_flops", "mean")).reset_index()
-    agg = agg.merge(base, on=["dataset", "model"], how="left")
-    online = agg[agg["online"]][["dataset", "model", "variant", "robust_mean", "acc_mean", "cost_time_s",
-                                 "cost_flops"]].rename(
-        columns={"variant": "vs_online", "robust_mean": "online_robust_mean", "acc_mean": "online_acc_mean",
-                 "cost_time_s": "online_time_s", "cost_flops": "online_flops"})
-    out = agg.merge(online, on=["dataset", "model"], how="left")
-    out["vs_online"] = out["vs_online"].fillna("")
-    gain = out["online_robust_mean"] - out["baseline_robust_mean"]
-    out["robustness_retained"] = (out["robust_mean"] - out["baseline_robust_mean"]) / gain.where(gain != 0)
-    out["cost_fraction"] = out["cost_flops"] / out["online_flops"]
-    out["cost_fraction_time"] = out["cost_time_s"] / out["online_time_s"]
-    out["acc_delta"] = out["acc_mean"] - out["baseline_acc_mean"]
-    out["robust_delta"] = out["robust_mean"] - out["baseline_robust_mean"]
-    with atomic_path(out_csv, suffix=".csv") as tmp:
-        out.to_csv(tmp, index=False)
-    cols = ["dataset", "model", "variant", "vs_online", "acc_mean", "robust_mean", "baseline_robust_mean",
-            "robustness_retained", "cost_fraction", "cost_fraction_time"]
-    log.info("adversarial study:\n%s", out[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-
-
-def study_table(*, runs_csv: str, baseline_csv: str, method: str, out_csv: str) -> None:
-    """Aggregate a data method's runs per setting (mean, std, n over seeds), beside the baseline."""
-    import pandas as pd
-
-    from reuse.io import atomic_path
-
-    keys = {"prune": ["model", "cfg_score", "cfg_epoch", "cfg_mode", "cfg_keep", "cfg_drop", "cfg_class_balanced",
-                      "cfg_budget"],
-            "curriculum": ["model", "cfg_score", "cfg_epoch", "cfg_order", "cfg_pacing", "cfg_start", "cfg_full_at",
-                           "cfg_budget"],
-            "reweight": ["model", "cfg_score", "cfg_epoch", "cfg_strength", "cfg_budget"]}[method]
-    runs = pd.read_csv(runs_csv)
-    runs["cfg_score"] = runs["cfg_score"].fillna("none")
+    keys = list(params["keys"])
+    runs = pd.concat([pd.read_csv(f) for f in runs_csvs], ignore_index=True)
+    for k in keys:
+        if k not in runs:
+            runs[k] = float("nan")
+    if "cfg_score" in runs:
+        runs["cfg_score"] = runs["cfg_score"].fillna("none")
     agg = runs.groupby(keys + ["variant"], dropna=False).agg(
         n=("seed", "count"), acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"),
         steps=("step", "mean"), examples_seen=("examples_seen", "mean"), train_time_s=("train_time_s", "mean")
@@ -564,164 +422,11 @@ def study_table(*, runs_csv: str, baseline_csv: str, method: str, out_csv: str) 
     agg["acc_delta"] = agg["acc_mean"] - agg["baseline_acc_mean"]
     with atomic_path(out_csv, suffix=".csv") as tmp:
         agg.to_csv(tmp, index=False)
-    log.info("%s study:\n%s", method, agg.drop(columns=["model"]).to_string(index=False,
-                                                                          float_format=lambda v: f"{v:.4f}"))
-
-
-# ----------------------------------------------------------------------------- report
-def _past_run_cost(run_dir: str) -> list[dict]:
-    """What reusing the past run ``run_dir`` costs: its own training, and everything it reused in turn."""
-    r = read_json(f"{run_dir}/run.json")
-    return [{"kind": "past_run", "path": str(run_dir), "time_s": r["cost"]["train_time_s"],
-             "flops": r["cost"]["train_flops"], "test_acc": r["final"]["test_acc"]}] + list(r.get("reused", []))
-
-
-def train_warm(*, data_dir: str, variant: str, cfg: dict, model_name: str, model_cfg: dict, recipe: dict, seed: int,
-               past_run: str, past_ckpt: str, device: str, outputs: dict[str, Any], progress: str = "auto") -> None:
-    """Train one run warm-started from a past run's checkpoint (``reuse.methods.weights``): its start
-    is ``shrink * past + perturb * fresh``, with ``fresh`` the run's own initialisation (Ash & Adams
-    2020; shrink 1, perturb 0 is a plain warm start); ``recipe`` is the new run's (possibly changed)
-    recipe. The past run's cost, and what it reused, is counted as reused."""
-    from reuse.methods.weights import shrink_perturb
-
-    dev = pick_device(device)
-    data = rdata.load(data_dir)
-    ckpt = load_checkpoint(past_ckpt, fingerprint=data.train.fingerprint)
-    seed_everything(seed)  # the same draw fit_and_write makes: the fresh initialisation of this run
-    fresh = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {}))
-    init = shrink_perturb(ckpt["model"], fresh.state_dict(), cfg["shrink"], cfg["perturb"])
-    init_id = f"{past_ckpt}@{sha256_file(past_ckpt)[:16]} shrink={cfg['shrink']} perturb={cfg['perturb']}"
-    log.info("warm %s: from %s (epoch %d, seed %d), shrink %g perturb %g, %d epochs at lr %g", variant, past_ckpt,
-             ckpt["epoch"], ckpt["seed"], cfg["shrink"], cfg["perturb"], recipe["epochs"], recipe["optimizer"]["lr"])
-    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed, device=dev,
-                  outputs=outputs, progress=progress, method="warm", variant=variant, reused=_past_run_cost(past_run),
-                  method_cfg=cfg, init=init, init_id=init_id)
-
-
-def train_soup(*, data_dir: str, variant: str, cfg: dict, model_name: str, model_cfg: dict, recipe: dict, seed: int,
-               ingredient_runs: list[str], device: str, outputs: dict[str, Any], progress: str = "auto") -> None:
-    """Average past runs' final weights into one model (a uniform or greedy soup, Wortsman et al.
-    2022) and write it as a run (``finetune_epochs`` of training after, 0 by default). Its own cost is
-    the mixing, the held-out evaluations of a greedy soup and the BatchNorm recompute; the
-    ingredients' cost (with what they reused) is counted as reused, with each ingredient's held-out
-    accuracy and whether the soup took it."""
-    from reuse.methods.weights import average_state_dicts, greedy_soup, recompute_bn
-
-    dev = pick_device(device)
-    data = rdata.load(data_dir)
-    if cfg["recipe"] == "greedy" and data.val is None:
-        raise ReuseError(f"soup variant {variant}: a greedy soup chooses by held-out accuracy, but dataset "
-                         f"'{data.name}' has no val split; set datasets.{data.name}.holdout or use recipe: uniform")
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False):  # its one-off set-up (about 1.5 s) is measurement, not the soup's cost
-        torch.ones(1, 1) @ torch.ones(1, 1)
-    t0 = time.perf_counter()
-    paths = [f"{r}/ckpt/last.pt" for r in ingredient_runs]
-    sds = [load_checkpoint(p, fingerprint=data.train.fingerprint)["model"] for p in paths]
-    model = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {}))
-    model.to(dev)
-    bs = recipe.get("eval_batch_size", 1024)
-    flops = 0
-
-    def settle(sd: dict) -> None:  # the soup's weights into `model`, BatchNorm statistics recomputed
-        nonlocal flops
-        model.load_state_dict(sd)
-        if cfg["bn"] == "recompute":
-            flops += recompute_bn(model, data.train.batches(bs), dev)["flops"]
-
-    def heldout_acc(sd: dict) -> float:
-        nonlocal flops
-        settle(sd)
-        fl: dict[str, int] = {}
-        acc = evaluate(model, data.val, bs, dev, flops=fl)["acc"]
-        flops += fl["eval_flops"]
-        return acc
-
-    info: dict[str, Any] = {}
-    if cfg["recipe"] == "greedy":
-        info = greedy_soup(sds, heldout_acc)
-        soup, chosen = info["state_dict"], info["chosen"]
-        log.info("greedy soup %s: held-out accuracy of the ingredients %s; took %s (best first) for %.4f with %d "
-                 "evaluations", variant, [f"{a:.4f}" for a in info["scores"]], chosen, info["score"],
-                 info["evaluations"])
-    else:
-        soup = average_state_dicts(sds)  # elementwise: no FLOPs in torch's count (matmuls and convolutions)
-        chosen = list(range(len(sds)))
-    settle(soup)
-    soup = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    cost = {"train_time_s": time.perf_counter() - t0, "train_flops": flops}
-    reused: dict[str, dict] = {}  # by path: ingredients that share a past run count it once
-    for i, r in enumerate(ingredient_runs):
-        lines = _past_run_cost(r)
-        lines[0].update(kind="soup_ingredient", chosen=i in chosen,
-                        **({"heldout_acc": info["scores"][i]} if info else {}))
-        for x in lines:
-            reused.setdefault(x["path"], x)
-    epochs = cfg["finetune_epochs"]
-    recipe = rescale_recipe(recipe, epochs, epochs / recipe["epochs"]) if epochs else {**recipe, "epochs": 0,
-                                                                                   "checkpoint_epochs": []}
-    init_id = "soup:" + ",".join(sha256_file(p)[:16] for p in paths) + f" {cfg['recipe']} bn={cfg['bn']}"
-    log.info("soup %s of %d ingredients (%d taken), %s, in %.2fs; %d fine-tuning epochs", variant, len(sds),
-             len(chosen), cfg["recipe"], cost["train_time_s"], epochs)
-    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe=recipe, seed=seed, device=dev,
-                  outputs=outputs, progress=progress, method="soup", variant=variant, reused=list(reused.values()),
-                  method_cfg=cfg,
-                  init=soup, init_id=init_id, initial_cost=cost)
-
-
-def train_averaging(*, data_dir: str, variant: str, cfg: dict, model_name: str, model_cfg: dict, recipe: dict,
-                    seed: int, device: str, outputs: dict[str, Any], progress: str = "auto") -> None:
-    """Train one run from scratch whose final model is the average of its own weights along training
-    (SWA per epoch, or EMA per step; ``reuse.methods.weights.WeightAveraging``)."""
-    from reuse.methods.weights import WeightAveraging
-
-    data = rdata.load(data_dir)
-    bs = recipe["batch_size"]
-    algo = WeightAveraging(cfg["kind"], start=cfg["start"], decay=cfg["decay"], swa_lr=cfg["swa_lr"],
-                           bn_batches=lambda: data.train.batches(bs))
-    log.info("averaging %s: %s from epoch %d of %d%s", variant, cfg["kind"], algo.first_epoch(recipe["epochs"]) + 1,
-             recipe["epochs"], f", decay {cfg['decay']}" if cfg["kind"] == "ema" else
-             (f", lr {cfg['swa_lr']}" if cfg["swa_lr"] else ""))
-    fit_and_write(data=data, model_name=model_name, model_cfg=model_cfg, recipe={**recipe, "checkpoint_epochs": []},
-                  seed=seed, device=pick_device(device), outputs=outputs, progress=progress, method="averaging",
-                  variant=variant, algorithms=[algo], method_cfg=cfg)
-
-
-def weights_study(*, runs_csvs: list[str], baseline_csv: str, out_csv: str) -> None:
-    """Warm starts, soups and weight averaging side by side with the baseline from scratch: per
-    (method, variant) the mean test accuracy over seeds with a 95% t-interval, own and reused time,
-    and for soups the mean accuracy of their best ingredient (the soup's bar)."""
-    import pandas as pd
-    from scipy import stats
-
-    from reuse.io import atomic_path
-
-    runs = pd.concat([pd.read_csv(f) for f in [baseline_csv, *runs_csvs]], ignore_index=True)
-    runs = runs[runs["model"].isin(set(pd.concat([pd.read_csv(f) for f in runs_csvs])["model"]))]
-    best_ing = {}
-    for row in runs[runs["method"] == "soup"].itertuples(index=False):
-        accs = [x["test_acc"] for x in read_json(f"{row.run}/run.json")["reused"] if x["kind"] == "soup_ingredient"]
-        best_ing[row.run] = max(accs)
-    runs["best_ingredient_acc"] = runs["run"].map(best_ing)
-    runs["variant"] = runs["variant"].fillna("")
-
-    def ci(a: pd.Series) -> float:
-        return float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / len(a) ** 0.5) if len(a) > 1 else float("nan")
-
-    agg = runs.groupby(["model", "method", "variant"], dropna=False).agg(
-        n=("seed", "count"), acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"), acc_ci95=("test_acc", ci),
-        epochs=("epochs", "mean"), train_time_s=("train_time_s", "mean"), reused_time_s=("reused_time_s", "mean"),
-        best_ingredient_acc=("best_ingredient_acc", "mean")).reset_index()
-    agg["total_time_s"] = agg["train_time_s"] + agg["reused_time_s"]
-    base = agg[agg["method"] == "baseline"].set_index("model")["acc_mean"]
-    agg["acc_delta"] = agg["acc_mean"] - agg["model"].map(base)
-    with atomic_path(out_csv, suffix=".csv") as tmp:
-        agg.to_csv(tmp, index=False)
-    log.info("warm start, soup and averaging study:\n%s",
+    log.info("study of %s:\n%s", ", ".join(sorted(set(runs["method"]))),
              agg.drop(columns=["model"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
+# ----------------------------------------------------------------------------- report
 def report(*, results: str, config: dict | None = None, out_dir: str | None = None) -> dict[str, Any]:
     """The summary table (``<results>/summary.parquet``, ``.csv``) and the report pages from every run
     under ``results``; with ``config``, every run it declares that did not finish is shown missing."""

@@ -1,32 +1,28 @@
-# Config validation (before any job starts), wildcard constraints and input functions.
+# Config validation (before any job starts), wildcard constraints and input functions. Nothing here
+# names a method: the registered methods (reuse.methods.registry) say what runs they declare and
+# what each run reads. Starting Snakemake imports no torch.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the reuse package of this checkout
 
-from reuse.config import (
-    DATA_METHODS,
+from reuse.config import validate_config
+from reuse.errors import ConfigError
+from reuse.methods import registry
+from reuse.plan import (
+    baseline_seeds,
+    cache_files as _cache_files,
     checkpoint_epochs,
     expose_checkout,
-    kd_recipe,
-    kd_seeds,
-    kd_teacher_epochs,
-    kd_teacher_seeds,
-    kd_variants,
-    method_seeds,
-    method_variants,
-    needs_scores,
     recipe_for,
+    run_path,
     runs,
     score_datasets,
     score_epochs,
     score_seeds,
-    validate_config,
-    variant_score_epoch,
 )
 
 expose_checkout(workflow.basedir)
-from reuse.errors import ConfigError
 
 try:
     validate_config(config, Path(workflow.basedir) / "rules" / "schemas" / "config.schema.yaml",
@@ -37,138 +33,50 @@ except ConfigError as e:
 R = config["results"].rstrip("/")
 GPUS = config["gpus_per_job"]  # the `gpu` resource of every job that runs a model (SLURM: --gpus)
 RUNS = list(runs(config))
-SEEDS = config["baseline"]["seeds"]
-KD_VARIANTS = list(kd_variants(config))
-KD_SEEDS = kd_seeds(config)
+SEEDS = baseline_seeds(config)
 SCORE_MODEL = config["scores"]["model"]
 SCORE_DATASETS = score_datasets(config)
-METHOD_VARIANTS = {m: list(method_variants(config, m)) for m in DATA_METHODS}
-
-from reuse.methods.adversarial.plan import (
-    adv_cache_epoch,
-    adv_cache_seeds,
-    adv_robust_models,
-    adv_seeds,
-    adv_variants,
-)
-
-ADV_VARIANTS = list(adv_variants(config))
-ADV_SEEDS = adv_seeds(config)
-
-
-def adv_cache_runs(ds, cache):
-    """The folders of the baseline runs a cache attacks."""
-    model = config["adv"]["caches"][cache]["source"]["model"]
-    return [run_dir(ds, model, seed=s) for s in adv_cache_seeds(config, cache)]
-
-
-def adv_run_dirs(ds):
-    """The folders of a dataset's adversarial runs (every variant x seed)."""
-    return [f"{R}/{d}/{config['adv']['variants'][v]['model']}/adv/{v}/s{s}" for d, v in ADV_VARIANTS if d == ds
-            for s in ADV_SEEDS]
-
-
-def robust_checkpoint(ds, model, kind, seed):
-    """The final checkpoint of a run whose robust accuracy is measured."""
-    if kind == "baseline":
-        return f"{run_dir(ds, model, seed=seed)}/ckpt/e{checkpoint_epochs(config, model)[-1]}.pt"
-    return f"{R}/{ds}/{model}/{kind}/s{seed}/ckpt/last.pt"
-
-
-def adv_robust_files(ds):
-    """robust.json of every adversarial run and of every baseline run of the variants' models."""
-    base = [f"{run_dir(d, m, seed=s)}/robust.json" for d, m in adv_robust_models(config) if d == ds
-            for s in SEEDS]
-    return base + [f"{d}/robust.json" for d in adv_run_dirs(ds)]
-
-
-def adv_targets():
-    """Per dataset with adversarial variants: the run table, the study and every robust.json."""
-    out = []
-    for ds in dict.fromkeys(ds for ds, _ in ADV_VARIANTS):
-        out += [f"{R}/{ds}/adv.csv", f"{R}/{ds}/studies/adv.csv"] + adv_robust_files(ds)
-    return out
-
-
-from reuse.config import WEIGHTS_METHODS, soup_ingredient_seeds, warm_recipe, warm_source, weights_variants
-
-WEIGHTS_VARIANTS = {m: list(weights_variants(config, m)) for m in WEIGHTS_METHODS}
-
-
-def weights_run_files(ds, method):
-    """The run.json of every run of a weights method (warm, soup, averaging) on ``ds``."""
-    return [f"{method_dir(d, method, v, s)}/run.json" for d, v in WEIGHTS_VARIANTS[method] if d == ds
-            for s in method_seeds(config, method)]
-
-
-def weights_summary_targets():
-    """Per dataset with any warm start, soup or averaging run: each method's run table and the study."""
-    out = []
-    for ds in config["datasets"]:
-        methods = [m for m in WEIGHTS_METHODS if any(d == ds for d, _ in WEIGHTS_VARIANTS[m])]
-        out += [f"{R}/{ds}/{m}.csv" for m in methods] + ([f"{R}/{ds}/studies/warm.csv"] if methods else [])
-    return out
-
-
-def warm_past_run(ds, variant, seed):
-    """The folder of the past run that the warm start of ``seed`` starts from, and its checkpoint."""
-    src = warm_source(config, variant, int(seed))
-    return {"run": f"{R}/{ds}/{src['run']}", "ckpt": f"{R}/{ds}/{src['run']}/ckpt/{src['ckpt']}"}
-
-
-def soup_ingredient_runs(ds, variant, seed):
-    """The folders of the warm runs averaged into the soup of ``seed``."""
-    ing = config["soup"]["variants"][variant]["ingredients"]
-    return [method_dir(ds, "warm", ing["variant"], s) for s in soup_ingredient_seeds(config, variant, int(seed))]
-
-
-def weights_inputs(method, ds, variant, seed):
-    """The files a run of a weights method reads besides the data: the past checkpoint and run.json."""
-    if method == "warm":
-        past = warm_past_run(ds, variant, seed)
-        return [past["ckpt"], f"{past['run']}/run.json"]
-    if method == "soup":
-        return [f"{r}/{name}" for r in soup_ingredient_runs(ds, variant, seed) for name in ("ckpt/last.pt", "run.json")]
-    return []
-
-
-def weights_past(method, ds, variant, seed):
-    """What a run reads besides the data: a warm start's past run ({run, ckpt}), a soup's ingredient
-    run folders; nothing for weight averaging."""
-    if method == "warm":
-        return warm_past_run(ds, variant, seed)
-    return soup_ingredient_runs(ds, variant, seed) if method == "soup" else None
-
-
-def weights_recipe(method, variant):
-    """A weights-method run's recipe: a warm start's (with its overrides), else its model's."""
-    v = config[method]["variants"][variant]
-    return warm_recipe(config, variant) if method == "warm" else recipe_for(config, v["model"])
+METHODS = registry.methods(config)
+STUDIES = registry.studies(config)
+# (method, dataset, variant) of every registered method's variants
+VARIANTS = [(m, ds, v) for m in METHODS for ds, v in m.variants(config)]
+# the rule scripts that call a stage by name (params.stage) or a registered method's stage
+STAGE_SCRIPT = str(Path(workflow.basedir) / "rules" / "scripts" / "stage.py")
+TRAIN_SCRIPT = str(Path(workflow.basedir) / "rules" / "scripts" / "train_method.py")
 
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     model="|".join(config["models"]),
-    method="|".join(("baseline", "kd") + DATA_METHODS + ("adv", "warm", "soup", "averaging")),
+    method="|".join(["baseline"] + [m.name for m in METHODS]),
     seed=r"\d+",
     epoch=r"\d+",
+
+
+def method(name):
+    """The registered method ``name``."""
+    return registry.get(name, config)
+
+
+def under_results(files):
+    """Paths relative to the results folder (a list, or a dict of lists) as workflow paths."""
+    if isinstance(files, dict):
+        return {k: [f"{R}/{f}" for f in v] for k, v in files.items()}
+    return [f"{R}/{f}" for f in files]
 
 
 def data_files(dataset):
     return {"npz": f"{R}/{dataset}/data/data.npz", "meta": f"{R}/{dataset}/data/dataset.json"}
 
 
-def run_dir(dataset, model, method="baseline", seed="{seed}"):
-    return f"{R}/{dataset}/{model}/{method}/s{seed}"
+def run_dir(dataset, model, seed="{seed}"):
+    """A baseline run's folder."""
+    return f"{R}/{run_path(dataset, model, seed=seed)}"
 
 
 def cache_files(prefix):
     """The files of one logit cache folder, as the cache config asks."""
-    c = config["cache"]
-    names = (["logits.npy"] if c["dense"] else []) + (
-        ["topk_values.npy", "topk_indices.npy", "logsumexp.npy"] if c["topk"] else []
-    )
-    return [f"{prefix}/{n}" for n in names] + [f"{prefix}/meta.json"]
+    return _cache_files(config, prefix)
 
 
 def baseline_targets():
@@ -182,32 +90,46 @@ def baseline_targets():
     return out
 
 
+def method_run_files(ds, name):
+    """The run.json of every run of the registered method ``name`` on ``ds``."""
+    m = method(name)
+    return [f"{R}/{m.run_dir(config, d, v, s)}/run.json" for d, v in m.variants(config) if d == ds
+            for s in m.seeds(config)]
+
+
+def method_datasets(m):
+    """The datasets a method has runs on."""
+    return list(dict.fromkeys(ds for ds, _ in m.variants(config)))
+
+
+def study_datasets(study):
+    return list(dict.fromkeys(ds for m in METHODS if m.name in study.methods for ds in method_datasets(m)))
+
+
+def study_inputs(ds, name):
+    """A study's inputs: the run tables of its methods that have runs on ``ds``, the baselines, and
+    what else it reads."""
+    s = STUDIES[name]
+    tables = [f"{R}/{ds}/{m.name}.csv" for m in METHODS if m.name in s.methods and ds in method_datasets(m)]
+    return {"runs": tables, "baselines": f"{R}/{ds}/baselines.csv",
+            **under_results(s.extra(config, ds) if s.extra else {})}
+
+
 def summary_targets():
-    """Per dataset: the baseline table; the KD table when the config distils on it; the score table
-    and its rank-agreement study; each data method's run table and study table."""
+    """Per dataset: the baseline table; the score table and its rank-agreement study; each method's
+    run table and its studies."""
     out = [f"{R}/{ds}/baselines.csv" for ds in dict.fromkeys(ds for ds, _ in RUNS)]
-    out += [f"{R}/{ds}/kd.csv" for ds in dict.fromkeys(ds for ds, _ in KD_VARIANTS)]
     out += [f for ds in SCORE_DATASETS for f in (f"{R}/{ds}/scores.parquet", f"{R}/{ds}/studies/score_agreement.csv")]
-    for method, pairs in METHOD_VARIANTS.items():
-        for ds in dict.fromkeys(ds for ds, _ in pairs):
-            out += [f"{R}/{ds}/{method}.csv", f"{R}/{ds}/studies/{method}.csv"]
-    return out + weights_summary_targets()
+    for m in METHODS:
+        out += [f"{R}/{ds}/{m.name}.csv" for ds in method_datasets(m)]
+    for name, s in STUDIES.items():
+        out += [f"{R}/{ds}/studies/{name}.csv" for ds in study_datasets(s)]
+    return out
 
 
-def kd_teacher_runs(ds, variant, seed):
-    """The folders of the baseline runs that teach the student of ``seed``."""
-    model = config["kd"]["variants"][variant]["teacher"]["model"]
-    return [run_dir(ds, model, seed=s) for s in kd_teacher_seeds(config, variant, int(seed))]
-
-
-def kd_teacher_inputs(ds, variant, seed):
-    v = config["kd"]["variants"][variant]
-    runs = kd_teacher_runs(ds, variant, seed)
-    epochs = kd_teacher_epochs(config, variant)
-    files = [f"{r}/run.json" for r in runs]
-    if v["online"]:
-        return files + [f"{r}/ckpt/e{e}.pt" for r in runs for e in epochs]
-    return files + [f for r in runs for e in epochs for f in cache_files(f"{r}/logits/e{e}")]
+def method_targets():
+    """The further files each method's report rows need (e.g. robust accuracies)."""
+    return [f"{R}/{f}" for m in METHODS for ds in method_datasets(m) for f in m.targets(config, ds)]
 
 
 def scored_run_files(ds):
@@ -215,20 +137,10 @@ def scored_run_files(ds):
     return [f"{run_dir(ds, SCORE_MODEL, seed=s)}/scores.{ext}" for s in score_seeds(config) for ext in ("npz", "json")]
 
 
-def method_dir(ds, method, variant, seed="{seed}"):
-    model = config[method]["variants"][variant]["model"]
-    return f"{R}/{ds}/{model}/{method}/{variant}/s{seed}"
-
-
-def method_run_files(ds, method):
-    return [f"{method_dir(d, method, v, s)}/run.json" for d, v in METHOD_VARIANTS[method] if d == ds
-            for s in method_seeds(config, method)]
-
-
 def report_targets():
-    """The report's outputs (reuse.report.expected_outputs): the summary table, the pages, the key
-    figures by kind; paths under the results folder."""
-    from reuse.report import expected_outputs
+    """The report's outputs (reuse.report.layout.expected_outputs): the summary table, the pages, the
+    key figures by kind; paths under the results folder."""
+    from reuse.report.layout import expected_outputs
 
     out = expected_outputs(config)
     return {"summary": [f"{R}/{f}" for f in out["summary"]], "pages": [f"{R}/{f}" for f in out["pages"]],
@@ -237,10 +149,8 @@ def report_targets():
 
 
 def report_inputs():
-    """Everything the report reads: each expected run's run.json, metrics and test predictions, and the
-    per-dataset tables (score tables, studies)."""
-    from reuse.config import expected_runs
-
-    files = [f"{R}/{e['relpath']}/{name}" for e in expected_runs(config)
+    """Everything the report reads: each expected run's run.json, metrics and test predictions, the
+    per-dataset tables (score tables, studies) and each method's further files."""
+    files = [f"{R}/{e['relpath']}/{name}" for e in registry.expected_runs(config)
              for name in ("run.json", "metrics.jsonl", "predictions.npz")]
-    return files + summary_targets()
+    return files + summary_targets() + method_targets()

@@ -13,7 +13,6 @@ _CATEGORIES = {"frontier": "Efficiency frontier", "accuracy": "Accuracy per meth
 rule report:
     input:
         report_inputs(),
-        adv_targets(),  # adversarial study and robust accuracies (rules/adversarial.smk), built first
     output:
         parquet=_REPORT["summary"][0],
         csv=report(_REPORT["summary"][1], caption="report/summary.rst", category="Tables"),

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reuse.config import checkpoint_epochs, kd_recipe, recipe_for, runs, validate_config
+from reuse.config import checkpoint_epochs, recipe_for, runs, validate_config
+from reuse.methods.registry import get
 from reuse.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -41,15 +42,15 @@ def test_defaults_are_filled_but_model_overrides_stay_partial():
 
 def test_kd_variant_train_overrides_only_its_students_recipe():
     base = {"datasets": {"d": {"kind": "mnist1d"}}, "models": {"m": {"arch": "mlp"}}, "train": {"epochs": 10}}
-    kd = {"plain": {"student": "m", "teacher": {"model": "m"}},
-          "warm": {"student": "m", "teacher": {"model": "m"}, "train": {"schedule": {"warmup_epochs": 3}}}}
+    kd = {"plain": {"model": "m", "teacher": {"model": "m"}},
+          "warm": {"model": "m", "teacher": {"model": "m"}, "train": {"schedule": {"warmup_epochs": 3}}}}
     cfg = validate_config({**base, "kd": {"variants": kd}})
     assert "train" not in cfg["kd"]["variants"]["plain"]  # no default: other variants' settings stay as written
-    assert kd_recipe(cfg, "plain") == recipe_for(cfg, "m")
-    r = kd_recipe(cfg, "warm")
+    assert get("kd").recipe(cfg, "plain") == recipe_for(cfg, "m")
+    r = get("kd").recipe(cfg, "warm")
     assert r["schedule"]["warmup_epochs"] == 3 and r["schedule"]["name"] == recipe_for(cfg, "m")["schedule"]["name"]
     assert r["epochs"] == 10
-    bad = {"late": {"student": "m", "teacher": {"model": "m"},
+    bad = {"late": {"model": "m", "teacher": {"model": "m"},
                     "train": {"schedule": {"name": "step", "milestones": [20]}}}}
     with pytest.raises(ConfigError, match=r"kd.variants.late.train.schedule.milestones: \[20\] lie beyond epochs=10"):
         validate_config({**base, "kd": {"variants": bad}})

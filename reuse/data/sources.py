@@ -3,42 +3,20 @@
 A reader returns a :class:`RawData`: uint8 images (N, C, H, W) or float signals (N, C, L) held in
 memory, or, for ImageFolder data, file paths relative to the root. Nothing is downloaded unless the
 dataset's config says ``download: true``; a missing dataset raises :class:`DataError` naming the path
-that was looked at and the fix.
+that was looked at and the fix. :class:`RawData` and the readers by kind (:data:`READERS`) are in
+:mod:`reuse.data.raw`; the ``text`` reader is in :mod:`reuse.data.text`.
 """
 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
+from reuse.data import text  # noqa: F401  (registers the "text" reader: CSV / JSON lines, tokenised)
+from reuse.data.raw import READERS, RawData, register_reader
 from reuse.errors import DataError
-
-READERS: dict[str, Callable[[str, dict], "RawData"]] = {}
-
-
-def register_reader(kind: str):
-    def deco(fn):
-        READERS[kind] = fn
-        return fn
-    return deco
-
-
-@dataclass
-class RawData:
-    num_classes: int
-    x_train: np.ndarray          # (N, C, ...) uint8 or float32; for imagefolder: relative paths (str)
-    y_train: np.ndarray          # (N,) int64
-    x_test: np.ndarray
-    y_test: np.ndarray
-    x_val: np.ndarray | None = None   # examples held out of the training split (dataset key `holdout`)
-    y_val: np.ndarray | None = None
-    mean: list[float] | None = None   # per-channel normalisation, measured on the training split
-    std: list[float] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def read(name: str, spec: dict) -> RawData:
@@ -244,6 +222,3 @@ def read_imagefolder(name: str, spec: dict) -> RawData:
     return RawData(num_classes=len(train.classes), x_train=rel(train.samples), y_train=labels(train.samples),
                    x_test=rel(test.samples), y_test=labels(test.samples), mean=IMAGENET_MEAN,
                    std=IMAGENET_STD, extra={"classes": train.classes})
-
-
-from reuse.data import text  # noqa: E402,F401  (registers the "text" reader: CSV / JSON lines, tokenised)

@@ -30,12 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from reuse.data.sources import RawData, register_reader
+from reuse.data.raw import RawData, register_reader
 from reuse.errors import DataError
+from reuse.models.catalog import DEFAULT_VOCAB, TEXT_MODELS, model_vocab
+from reuse.plan import recipe_for, runs
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID = 0
-DEFAULTS = {"text_field": "text", "label_field": "label", "max_len": 128, "vocab_size": 8000, "lowercase": True}
+DEFAULTS = {"text_field": "text", "label_field": "label", "max_len": 128, "vocab_size": DEFAULT_VOCAB,
+            "lowercase": True}
 
 
 def text_files(spec: dict) -> dict[str, Path]:
@@ -207,11 +210,8 @@ def is_token_data(x) -> bool:
 def config_problems(config: dict) -> list[str]:
     """What a (schema-valid) config asks of text datasets that cannot work: a model that does not take
     token ids (or a text model on other data), an embedding table smaller than the tokeniser's
-    vocabulary, augmentation, input MixUp or adversarial examples of token ids."""
-    from reuse.config import kd_variants, recipe_for, runs
-    from reuse.methods.adversarial.plan import adv_variants
-    from reuse.models.text import TEXT_MODELS, model_vocab
-
+    vocabulary, or augmentation of token ids. (Methods that perturb inputs are checked against text
+    datasets by the config check, through each method's ``perturbs_inputs``.)"""
     text = {ds for ds, spec in config["datasets"].items() if spec["kind"] == "text"}
     problems = []
     for ds, model in runs(config):
@@ -233,12 +233,4 @@ def config_problems(config: dict) -> list[str]:
             where = f"models.{model}.train" if "augment" in m.get("train", {}) else "train"
             problems.append(f"{where}.augment: {aug} on text dataset '{ds}'; token ids cannot be shifted or "
                             "flipped: set translate: 0 and flip: false")
-    for ds, name in kd_variants(config):
-        if ds in text and (config["kd"]["variants"][name].get("mixup") or {}).get("kind") == "input":
-            problems.append(f"kd.variants.{name}.mixup: input MixUp mixes inputs, which token ids of text "
-                            f"dataset '{ds}' are not; use checkpoint MixUp or none")
-    for ds, name in adv_variants(config):
-        if ds in text:
-            problems.append(f"adv.variants.{name}: adversarial examples perturb inputs, which token ids of text "
-                            f"dataset '{ds}' are not; list non-text `datasets` for it")
     return problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from reuse.models import register_model
+from reuse.models.registry import register_model
 
 
 @register_model("cnn1d")

@@ -6,7 +6,7 @@ import math
 
 import torch.nn as nn
 
-from reuse.models import register_model
+from reuse.models.registry import register_model
 
 
 class MLP(nn.Sequential):

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reuse.models import register_model
+from reuse.models.registry import register_model
 
 
 class PadShortcut(nn.Module):
@@ -76,13 +76,36 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _register(depth: int):
-    @register_model(f"resnet{depth}")
-    def build(input_shape, num_classes, width=16, shortcut="A"):
-        return CifarResNet(depth, num_classes, in_channels=input_shape[0], width=width, shortcut=shortcut)
-    build.__doc__ = f"CIFAR ResNet-{depth} (He et al. 2016)."
-    return build
+def _cifar_resnet(depth: int, input_shape, num_classes: int, width: int, shortcut: str) -> CifarResNet:
+    return CifarResNet(depth, num_classes, in_channels=input_shape[0], width=width, shortcut=shortcut)
 
 
-for _d in (20, 32, 44, 56, 110):
-    _register(_d)
+# One builder per depth, each registered under a literal name (reuse.models.catalog reads the names).
+@register_model("resnet20")
+def resnet20(input_shape, num_classes, width=16, shortcut="A"):
+    """CIFAR ResNet-20 (He et al. 2016)."""
+    return _cifar_resnet(20, input_shape, num_classes, width, shortcut)
+
+
+@register_model("resnet32")
+def resnet32(input_shape, num_classes, width=16, shortcut="A"):
+    """CIFAR ResNet-32 (He et al. 2016)."""
+    return _cifar_resnet(32, input_shape, num_classes, width, shortcut)
+
+
+@register_model("resnet44")
+def resnet44(input_shape, num_classes, width=16, shortcut="A"):
+    """CIFAR ResNet-44 (He et al. 2016)."""
+    return _cifar_resnet(44, input_shape, num_classes, width, shortcut)
+
+
+@register_model("resnet56")
+def resnet56(input_shape, num_classes, width=16, shortcut="A"):
+    """CIFAR ResNet-56 (He et al. 2016)."""
+    return _cifar_resnet(56, input_shape, num_classes, width, shortcut)
+
+
+@register_model("resnet110")
+def resnet110(input_shape, num_classes, width=16, shortcut="A"):
+    """CIFAR ResNet-110 (He et al. 2016)."""
+    return _cifar_resnet(110, input_shape, num_classes, width, shortcut)

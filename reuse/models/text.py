@@ -7,6 +7,9 @@ config check (against the dataset's ``vocab_size`` key) and :func:`check_vocab` 
 against the trained tokeniser) enforce. Padding never reaches the output: its embedding row is zero
 and gets no gradient (``padding_idx``), and pooling ignores it, so appending padding to a text leaves
 its logits unchanged.
+
+:data:`TEXT_MODELS` (the models registered here) and :func:`model_vocab` come from
+:mod:`reuse.models.catalog`, which the config check reads without importing torch.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from reuse.errors import ConfigError
-from reuse.models import register_model
+from reuse.models.catalog import DEFAULT_VOCAB, TEXT_MODELS, model_vocab
+from reuse.models.registry import register_model
 
 PAD_ID = 0
-TEXT_MODELS = ("text_cnn", "embed_bag")
-DEFAULT_VOCAB = 8000  # the text dataset's default vocab_size
 
 
 class TextCNN(nn.Module):
@@ -93,11 +95,6 @@ def embed_bag(input_shape, num_classes, vocab_size=DEFAULT_VOCAB, embed_dim=64, 
     token embeddings, then linear."""
     _check_shape("embed_bag", input_shape)
     return EmbedBag(int(vocab_size), num_classes, int(embed_dim), float(dropout))
-
-
-def model_vocab(arch: str, args: dict) -> int | None:
-    """The vocabulary size of a text model (its ``vocab_size`` arg or the default); None for others."""
-    return int(args.get("vocab_size", DEFAULT_VOCAB)) if arch in TEXT_MODELS else None
 
 
 def check_vocab(spec: dict, meta: dict) -> None:

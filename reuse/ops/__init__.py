@@ -22,13 +22,14 @@ Public API:
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Any
 
 import torch
 
-from .reference import el2n_output_dtype, el2n_reference
+from .backend import _C, _LOAD_ERROR, BACKEND, _has_kernel  # noqa: F401  (loads reuse._C)
+from .grad_norms import affine_sq_norms, conv_sq_norms, embedding_sq_norms, linear_sq_norms, per_example_grad_norms
+from .kd import kd_loss
+from .reference import el2n_output_dtype, el2n_reference, kd_loss_reference
 
 __all__ = [
     "BACKEND",
@@ -44,25 +45,6 @@ __all__ = [
     "per_example_grad_norms",
 ]
 
-_C: Any = None
-_LOAD_ERROR: str | None = None
-_FORCED_REFERENCE = os.environ.get("REUSE_FORCE_REFERENCE", "") not in ("", "0")
-
-if _FORCED_REFERENCE:
-    _LOAD_ERROR = "REUSE_FORCE_REFERENCE is set"
-else:
-    try:
-        from reuse import _C  # loading the library registers torch.ops.reuse.*
-    except (ImportError, OSError) as exc:
-        _LOAD_ERROR = f"{type(exc).__name__}: {exc}"
-        warnings.warn(
-            f"reuse._C is not built ({_LOAD_ERROR}); using the pure-PyTorch reference "
-            f"ops, which are slower. Build it with `pip install --no-build-isolation -e .`",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-BACKEND: str = "compiled" if _C is not None else "reference"
 
 
 if BACKEND == "compiled":
@@ -134,12 +116,6 @@ def el2n(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return _el2n_impl(logits.detach(), targets)
 
 
-def _has_kernel(op: str, dispatch_key: str) -> bool:
-    if BACKEND != "compiled":
-        return False
-    return bool(torch._C._dispatch_has_kernel_for_dispatch_key(op, dispatch_key))
-
-
 def backend_info() -> dict[str, Any]:
     """Which implementation :mod:`reuse.ops` uses and what it provides.
 
@@ -159,14 +135,3 @@ def backend_info() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "load_error": _LOAD_ERROR,
     }
-
-
-from .kd import kd_loss  # noqa: E402  (needs BACKEND, defined above)
-from .grad_norms import (  # noqa: E402  (needs BACKEND and _has_kernel)
-    affine_sq_norms,
-    conv_sq_norms,
-    embedding_sq_norms,
-    linear_sq_norms,
-    per_example_grad_norms,
-)
-from .reference import kd_loss_reference  # noqa: E402

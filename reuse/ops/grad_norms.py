@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from reuse.errors import ReuseError
 
-from . import BACKEND, _has_kernel
+from .backend import BACKEND, _has_kernel
 from .grad_norm_reference import (
     affine_sq_norms_reference,
     conv_sq_norms_reference,

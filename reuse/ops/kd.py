@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from . import BACKEND
+from .backend import BACKEND
 from .reference import KD_TEACHER_KINDS, el2n_output_dtype, kd_loss_reference
 
 __all__ = ["kd_loss"]

@@ -20,15 +20,18 @@ import pandas as pd
 
 from reuse import metrics as M
 from reuse.io import atomic_path
+from reuse.methods import registry
+from reuse.methods.registry import expected_runs
+from reuse.plan import score_datasets
 from reuse.report import charts as C
-from reuse.report.collect import AXES, GROUP, Collected, collect
+from reuse.report.collect import GROUP, Collected, collect
 from reuse.report.html import Page, links, table_html
+from reuse.report.layout import (AXES, FIGURE_KINDS, expected_outputs, figure_formats, figure_name,  # noqa: F401
+                                 method_page, scores_page)
 from reuse.report.tables import (BASELINE, add_roles, add_run_columns, aggregate, fmt_ci, fmt_cost, recommend,
                                  summary_table, target_name)
 
 log = logging.getLogger("reuse.report")
-
-FIGURE_KINDS = ("frontier", "accuracy", "curves")
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Options:
     targets: list[float] = field(default_factory=list)
     bootstrap: M.Bootstrap = field(default_factory=M.Bootstrap)
     ece_bins: int = M.ECE_BINS
-    figures: list[str] = field(default_factory=lambda: ["png", "svg"])
+    figures: list[str] = field(default_factory=lambda: figure_formats(None))
 
     @classmethod
     def from_config(cls, config: dict | None) -> "Options":
@@ -48,40 +51,14 @@ class Options:
         return cls(cost_axis=r.get("cost_axis", "time_full"), targets=list(r.get("targets", [])),
                    bootstrap=M.Bootstrap(resamples=b.get("resamples", 10000), confidence=b.get("confidence", 0.95),
                                          method=b.get("method", "BCa"), seed=b.get("seed", 0)),
-                   ece_bins=r.get("ece_bins", M.ECE_BINS), figures=list(r.get("figures", ["png", "svg"])))
+                   ece_bins=r.get("ece_bins", M.ECE_BINS), figures=figure_formats(config))
 
 
-def method_page(method: str) -> str:
-    return f"method-{method}.html"
-
-
-def scores_page(dataset: str) -> str:
-    return f"scores-{dataset}.html"
-
-
-def figure_name(kind: str, dataset: str, what: str) -> str:
-    return f"{kind}_{dataset}_{what}"
-
-
-def expected_outputs(config: dict) -> dict[str, list[str]]:
-    """The files :func:`build` writes for a validated config, relative to the results folder:
-    ``summary`` (parquet, csv), ``pages``, ``figures`` by kind. The workflow declares them."""
-    from reuse.config import expected_runs, score_datasets
-
-    opts = Options.from_config(config)
-    pairs = list(dict.fromkeys((e["dataset"], e["method"]) for e in expected_runs(config)))
-    datasets = list(dict.fromkeys(ds for ds, _ in pairs))
-    methods = list(dict.fromkeys(m for _, m in pairs))
-    pages = ["report/index.html", "report/frontier.html", "report/recommendations.html", "report/runs.html"]
-    pages += [f"report/{method_page(m)}" for m in methods]
-    pages += [f"report/{scores_page(ds)}" for ds in dict.fromkeys(score_datasets(config))]
-    figs: dict[str, list[str]] = {k: [] for k in FIGURE_KINDS}
-    for ext in opts.figures:
-        figs["frontier"] += [f"report/figures/{figure_name('frontier', ds, a)}.{ext}" for ds in datasets for a in AXES]
-        for kind in ("accuracy", "curves"):
-            figs[kind] += [f"report/figures/{figure_name(kind, ds, m)}.{ext}" for ds, m in pairs]
-    return {"summary": ["summary.parquet", "summary.csv"], "pages": pages,
-            "tables": ["report/recommendations.csv"], "figures": figs}
+def method_card(method: str, config: dict | None) -> Path | None:
+    """The method card (README.md) of a registered method; None for a name the registry does not know
+    (the baseline, runs of a method since removed, or of a plugin the config no longer names)."""
+    known = {m.name for m in registry.methods(config)}
+    return registry.get(method, config).card if method in known else None
 
 
 # ----------------------------------------------------------------------------- build
@@ -90,8 +67,6 @@ def build(results: str | Path, config: dict | None = None, options: Options | No
     """Collect every run under ``results`` (and, with ``config``, every run it expects), write
     ``<results>/summary.parquet`` and ``.csv``, and the pages under ``out_dir`` (default
     ``<results>/report``). Returns the tables and the written paths."""
-    from reuse.config import expected_runs
-
     results = Path(results)
     opts = options or Options.from_config(config)
     if opts.cost_axis not in AXES:
@@ -143,8 +118,6 @@ class _Context:
         self.nav = [("index.html", "overview"), ("frontier.html", "frontier"),
                     ("recommendations.html", "recommendations"), ("runs.html", "runs")]
         self.nav += [(method_page(m), m) for m in self.methods]
-        from reuse.config import score_datasets
-
         # datasets with a score table, and those the config scores (a page says when the table is missing)
         self.score_sets = sorted(set(self.col.scores) | set(score_datasets(self.config) if self.config else []))
         self.nav += [(scores_page(ds), f"scores ({ds})") for ds in self.score_sets]
@@ -355,8 +328,8 @@ class _Context:
 
     def method(self, method: str) -> Page:
         p = Page(method_page(method), f"Method: {method}")
-        card = Path(__file__).resolve().parents[1] / "methods" / method / "README.md"
-        if card.exists():
+        card = method_card(method, self.config)
+        if card is not None and card.exists():
             first = [ln for ln in card.read_text().split("\n\n") if ln.strip() and not ln.startswith("#")]
             if first:
                 p.p(first[0].replace("\n", " ").replace("**", "").replace("`", ""), cls="note")

@@ -9,6 +9,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from reuse import metrics as M
 from reuse.report.collect import AXES
 from reuse.report.tables import BASELINE
 
@@ -194,8 +195,6 @@ def accuracy_chart(aggs: pd.DataFrame, title: str = "", field: str = "test_acc")
 
 def curve_stats(curves: pd.DataFrame, aggs: pd.DataFrame, boot) -> pd.DataFrame:
     """Mean test accuracy per step of each aggregate over its seeds, with a bootstrap band."""
-    from reuse import metrics as M
-
     rows = []
     if curves.empty:
         return pd.DataFrame()
@@ -324,8 +323,6 @@ def baseline_rules(aggs: pd.DataFrame, models: list[str]) -> pd.DataFrame:
 def per_class_stats(per_class: pd.DataFrame, aggs: pd.DataFrame, boot) -> pd.DataFrame:
     """Mean per-class test accuracy of each aggregate over seeds (bootstrap interval), and its
     difference from the same model's baseline."""
-    from reuse import metrics as M
-
     if per_class.empty:
         return pd.DataFrame()
     labels = dict(zip(zip(aggs["dataset"], aggs["model"], aggs["method"], aggs["variant"]), aggs["label"]))

@@ -20,22 +20,12 @@ import pandas as pd
 
 from reuse import metrics as M
 from reuse.io import read_json, read_jsonl
+from reuse.report.layout import AXES  # noqa: F401  (the cost axes; read from here too)
 
 log = logging.getLogger("reuse.report")
 
 KEY = ["dataset", "model", "method", "variant", "seed"]
 GROUP = ["dataset", "model", "method", "variant"]
-
-# The cost axes of the frontier: column, label. Marginal = the run's own training (test-set
-# evaluation excluded: it is the benchmark's measurement, not the method's work); full = marginal +
-# every line of run.json's `reused`.
-AXES = {
-    "time_full": ("cost_time_full_s", "wall-clock incl. reused runs and caches (s)"),
-    "time_marginal": ("cost_time_marginal_s", "wall-clock of the run's own training (s)"),
-    "flops_full": ("cost_flops_full", "FLOPs incl. reused runs and caches"),
-    "flops_marginal": ("cost_flops_marginal", "FLOPs of the run's own training"),
-}
-
 
 # Per-run numbers every table has, even when no run finished.
 NUMERIC = ["params", "epochs", "steps", "examples_seen", "test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc",

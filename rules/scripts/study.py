@@ -1,4 +1,3 @@
-from reuse.workflow import run_rule, study_table
+from reuse.workflow import run_study
 
-run_rule(snakemake, lambda sm: study_table(runs_csv=sm.input.runs, baseline_csv=sm.input.baselines,
-                                           method=sm.wildcards.method, out_csv=sm.output[0]))
+run_study(snakemake)

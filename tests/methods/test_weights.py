@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from reuse.config import soup_ingredient_seeds, validate_config, warm_recipe, warm_source
+from reuse.config import validate_config
+from reuse.methods.registry import get
 from reuse.errors import ConfigError, ReuseError
 from reuse.methods.weights import (
     WeightAveraging,
@@ -22,9 +23,9 @@ from reuse.methods.weights import (
 )
 from reuse.models import build_model
 from reuse.train import Algorithm, Event, Trainer, seed_everything
+from tests.helpers import Kill, recipe
 
-RECIPE = {"epochs": 4, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-          "schedule": {"name": "constant"}, "checkpoint_epochs": [], "example_stats": False, "checkpoint_every": 1}
+RECIPE = recipe(epochs=4, checkpoint_epochs=[], example_stats=False, checkpoint_every=1)
 SPEC = {"arch": "mlp", "args": {"hidden": [16]}}
 
 
@@ -136,29 +137,18 @@ def test_ema_follows_the_recursion(tiny_data, tmp_path):
         torch.testing.assert_close(v, e[k], rtol=1e-5, atol=1e-6)
 
 
-class Kill(Algorithm):
-    name = "kill"
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_event(self, event, state):
-        if event is Event.EPOCH_END and state.epoch == self.at:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("kind", ["swa", "ema"])
 def test_averaging_resumes_to_the_same_weights(tiny_data, tmp_path, kind):
     make = lambda: WeightAveraging(kind, start=0.25, decay=0.9)  # noqa: E731
     _, whole = fit(tiny_data, tmp_path / "whole", [make()])
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_data, tmp_path / "cut", [make(), Kill(3)])  # killed at epoch 3's end, before its checkpoint
-    trainer, resumed = fit(tiny_data, tmp_path / "cut", [make(), Kill(-1)])
+        fit(tiny_data, tmp_path / "cut", [make(), Kill(epoch=3)])  # killed at epoch 3's end, before its checkpoint
+    trainer, resumed = fit(tiny_data, tmp_path / "cut", [make(), Kill()])
     assert trainer.resumed_from == 2
     for k, v in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
     # a resume that finds the run complete keeps the averaged weights as they are
-    trainer, again = fit(tiny_data, tmp_path / "cut", [make(), Kill(-1)])
+    trainer, again = fit(tiny_data, tmp_path / "cut", [make(), Kill()])
     assert trainer.resumed_from == 4
     for k, v in whole.model.state_dict().items():
         torch.testing.assert_close(again.model.state_dict()[k], v, rtol=0, atol=0)
@@ -220,11 +210,16 @@ def test_weights_config_is_valid_and_resolves_past_runs():
                            "one": {"model": "c", "from": {"model": "c", "seed": 0}}}},
         soup={"variants": {"g": {"model": "c", "ingredients": {"variant": "one", "runs": 2}, "recipe": "greedy"}}},
         averaging={"variants": {"swa": {"model": "c", "kind": "swa"}}}))
-    assert warm_source(cfg, "same", 2) == {"run": "c2/baseline/s0", "ckpt": "e30.pt", "seed": 0}
-    assert warm_source(cfg, "more", 0) == {"run": "c/prune/half/s1", "ckpt": "last.pt", "seed": 1}
-    assert warm_source(cfg, "one", 1)["seed"] == 0
-    assert warm_recipe(cfg, "same")["epochs"] == 5 and warm_recipe(cfg, "same")["checkpoint_epochs"] == []
-    assert soup_ingredient_seeds(cfg, "g", 2) == [2, 0]
+    warm, soup = get("warm"), get("soup")
+    assert warm.source(cfg, "same", "d", 2) == {"run": "d/c2/baseline/s0", "ckpt": "d/c2/baseline/s0/ckpt/e30.pt",
+                                                "seed": 0}
+    assert warm.source(cfg, "more", "d", 0) == {"run": "d/c/prune/half/s1", "ckpt": "d/c/prune/half/s1/ckpt/last.pt",
+                                                "seed": 1}
+    assert warm.source(cfg, "one", "d", 1)["seed"] == 0
+    assert warm.recipe(cfg, "same")["epochs"] == 5 and warm.recipe(cfg, "same")["checkpoint_epochs"] == []
+    assert soup.ingredient_seeds(cfg, "g", 2) == [2, 0]
+    assert soup.inputs(cfg, "d", "g", 2) == {"ingredients": ["d/c/warm/one/s2/ckpt/last.pt", "d/c/warm/one/s2/run.json",
+                                                             "d/c/warm/one/s0/ckpt/last.pt", "d/c/warm/one/s0/run.json"]}
 
 
 @pytest.mark.parametrize("blocks, message", [

@@ -49,7 +49,7 @@ def trimmed_config(path: Path) -> Path:
     student = next(m for m in tiny["models"] if m != teacher)
     cfg["models"] = {m: tiny["models"][m] for m in (teacher, student)}
     cfg["baseline"] = {"seeds": [0]}
-    cfg["kd"] = {"variants": {"kd1": {"student": student, "teacher": {"model": teacher}, "temperature": 2}}}
+    cfg["kd"] = {"variants": {"kd1": {"model": student, "teacher": {"model": teacher}, "temperature": 2}}}
     cfg["report"] = {"figures": [], "bootstrap": {"resamples": 200}}
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -170,8 +170,8 @@ def test_requeued_training_resumes_from_its_last_checkpoint(slurm, tmp_path):
     """A training job that SLURM requeues (as on preemption: `scontrol requeue`) runs again under the
     same job id and resumes from state/last.pt, which Snakemake leaves alone (state/ is not an output)."""
     cfg = yaml.safe_load(trimmed_config(tmp_path / "cluster.yaml").read_text())
-    student = cfg["kd"]["variants"]["kd1"]["student"]
-    cfg["models"] = {student: cfg["models"][student]}
+    student = cfg["kd"]["variants"]["kd1"]["model"]
+    cfg["models"] = {model: cfg["models"][student]}
     cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
     del cfg["kd"]
     config = tmp_path / "long.yaml"
@@ -299,7 +299,7 @@ def test_aws_profile_slurm_jobs_on_s3(slurm, s3, tmp_path):
     REUSE_S3_PREFIX). A short target (the data, then one baseline run that reads it from the bucket)
     keeps it quick; the local test above runs the whole trimmed workflow on S3."""
     config = trimmed_config(tmp_path / "cluster.yaml")
-    student = yaml.safe_load(config.read_text())["kd"]["variants"]["kd1"]["student"]
+    student = yaml.safe_load(config.read_text())["kd"]["variants"]["kd1"]["model"]
     prefix = "aws"
     env = {**s3, "REUSE_S3_PREFIX": f"s3://{BUCKET}/{prefix}"}
     args = ("--profile", str(ROOT / "profiles" / "aws"), *TEST_CLUSTER)

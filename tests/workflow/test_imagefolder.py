@@ -10,7 +10,7 @@ import yaml
 
 from reuse.cache import LogitCache
 from reuse.io import read_json
-from tests.workflow.test_workflow import smk
+from tests.helpers import smk
 
 pytestmark = pytest.mark.workflow
 
@@ -39,7 +39,7 @@ def test_imagefolder_benchmark_runs_end_to_end(tmp_path):
                   "schedule": {"name": "cosine"}, "augment": {"flip": True}, "checkpoint_epochs": [1]},
         "baseline": {"seeds": [0, 1]},
         "cache": {"views": 1, "dense": False, "topk": 2},
-        "kd": {"variants": {"self": {"student": "resnet18", "teacher": {"model": "resnet18", "runs": 2},
+        "kd": {"variants": {"self": {"model": "resnet18", "teacher": {"model": "resnet18", "runs": 2},
                                      "mode": "random", "views": 1}}},
         "scores": {"model": "resnet18", "runs": 2, "names": ["el2n", "loss"]},
         "prune": {"variants": {"el2n_half": {"model": "resnet18", "score": "el2n", "epoch": 1, "keep": 0.5}}},

@@ -220,13 +220,13 @@ def test_dry_run_shows_the_dag(tmp_path):
     assert r.returncode == 0, r.stderr
     assert jobs(r.stdout) == {"prepare_data": 1, "train_baseline__tiny__mlp": 2, "train_baseline__tiny__cnn": 2,
                               "logit_cache__tiny__mlp": 2, "logit_cache__tiny__cnn": 2, "summarize_baselines": 1,
-                              "kd__tiny__ens": 2, "kd__tiny__mix": 2, "summarize_kd": 1, "score_run": 2,
+                              "kd__tiny__ens": 2, "kd__tiny__mix": 2, "score_run": 2,
                               "score_table": 1, "score_agreement": 1, "prune__tiny__el2n_half": 2,
                               "prune__tiny__rand_half": 2, "curriculum__tiny__easy": 2, "reweight__tiny__up": 2,
-                              "summarize_data_method": 3, "study_data_method": 3, "adv_cache": 1, "adv__tiny__mix": 2,
-                              "adv__tiny__online": 2, "robust_eval": 6, "summarize_adv": 1, "study_adv": 1,
+                              "adv_cache": 1, "adv__tiny__mix": 2, "adv__tiny__online": 2, "robust_eval": 6,
                               "warm__tiny__tune": 2, "soup__tiny__greedy": 2, "averaging__tiny__swa": 2,
-                              "summarize_weights": 3, "study_weights": 1, "report": 1, "all": 1}
+                              # one run table per method (8), one study per data method, adv and weights (5)
+                              "summarize_method": 8, "study": 5, "report": 1, "all": 1}
     assert not (tmp_path / "results").exists()
 
 
@@ -269,8 +269,7 @@ def test_deleting_a_checkpoint_rebuilds_only_its_run(done):
     plan = smk(done, "-n")
     # the study tables compare against the baselines' table, so they are refreshed too
     assert jobs(plan.stdout) == {"train_baseline__tiny__mlp": 1, "logit_cache__tiny__mlp": 1,
-                                 "summarize_baselines": 1, "study_data_method": 3, "study_weights": 1, "study_adv": 1,
-                                 "report": 1, "all": 1}
+                                 "summarize_baselines": 1, "study": 5, "report": 1, "all": 1}
     assert smk(done).returncode == 0
     new = torch.load(victim, weights_only=False)["model"]
     assert all(torch.equal(old[k], new[k]) for k in old)  # retraining is deterministic

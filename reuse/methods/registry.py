@@ -1,0 +1,248 @@
+"""The method registry: every reuse method is a :class:`Method` registered by name.
+
+A method is one folder ``reuse/methods/<name>/`` (Composer's ``algorithms/`` shape). Its ``spec.py``
+subclasses :class:`Method` and calls :func:`register`; the spec says what the method's config block
+may hold (``schema.yaml`` beside it), what is wrong with a config (:meth:`Method.problems`), which runs
+it declares, the files each run reads, the stage that trains a run and the study tables. The config
+validator, the run list, the workflow's generic rules (``rules/methods.smk``) and the report loop over
+:func:`methods`; none of them names a method.
+
+The built-in methods are the modules in :data:`BUILTIN`: adding a method is its folder plus one line
+there. A method defined elsewhere (a user's package, a test) is loaded by naming its module in the
+config's ``plugins`` list; importing the module registers it.
+
+Specs import no torch: the config check and every Snakemake start (locally and in each SLURM job)
+plan the whole benchmark from the specs alone. Stages are named as ``"module:function"`` strings and
+imported only in the job that runs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from reuse.errors import ConfigError
+from reuse.plan import (BASELINE, baseline_seeds, block_seeds, datasets_of, deep_merge, no_model, recipe_for,
+                        run_path, runs)
+
+# The built-in methods, in the order the docs and the report list them: one line per method.
+BUILTIN = (
+    "reuse.methods.kd.spec",
+    "reuse.methods.prune.spec",
+    "reuse.methods.curriculum.spec",
+    "reuse.methods.reweight.spec",
+    "reuse.methods.adversarial.spec",
+    "reuse.methods.weights.spec",
+)
+
+_REGISTRY: dict[str, "Method"] = {}
+_LOADED: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Study:
+    """A per-dataset study table, ``<results>/<dataset>/studies/<name>.csv``.
+
+    ``methods``: the methods whose run tables (``<results>/<dataset>/<method>.csv``) it reads (those
+    with runs on the dataset); ``build``: ``"module:function"`` called in the job as
+    ``fn(runs_csvs=[...], baseline_csv=..., extra={name: [paths]}, params={...}, out_csv=...)``;
+    ``extra``: more files it reads, ``fn(config, dataset) -> {name: [paths relative to results]}``;
+    ``params``: ``fn(config) -> dict`` of settings it needs.
+    """
+
+    name: str
+    methods: tuple[str, ...]
+    build: str
+    extra: Callable[[dict, str], dict[str, list[str]]] | None = None
+    params: Callable[[dict], dict] | None = None
+
+
+class Method:
+    """The spec of one reuse method: its config block ``config[name]`` of ``seeds`` and ``variants``.
+
+    Subclasses set the class attributes and override the hooks whose default does not fit. Every
+    path a hook returns is relative to the results folder. Hooks take the validated config.
+    """
+
+    #: the config block, the ``method`` of its run.json and the path segment of its runs
+    name: str = ""
+    #: one line for the docs and the report
+    title: str = ""
+    #: ``"module:function"``: trains one run; called as ``fn(job)`` with a :class:`reuse.workflow.Job`
+    stage: str = ""
+    #: the method's schema fragment and card, relative to the folder of the spec's module
+    schema_file: str | None = "schema.yaml"
+    card_file: str | None = "README.md"
+    #: a Snakemake file of the method's own stages (e.g. a cache built once), relative to the folder
+    rules_file: str | None = None
+    #: the studies the method contributes to (several methods may share one, by name)
+    studies: tuple[Study, ...] = ()
+
+    # -- identity and files
+    @property
+    def folder(self) -> Path:
+        return Path(sys.modules[type(self).__module__].__file__).parent
+
+    @property
+    def card(self) -> Path | None:
+        return self.folder / self.card_file if self.card_file else None
+
+    @property
+    def rules(self) -> Path | None:
+        return self.folder / self.rules_file if self.rules_file else None
+
+    def schema(self) -> dict:
+        """The fragment: ``properties`` (top-level config blocks: this method's, and those of the other
+        methods that share the file) and ``$defs`` (named subschemas, each starting with a method's
+        name)."""
+        return yaml.safe_load((self.folder / self.schema_file).read_text()) if self.schema_file else {}
+
+    # -- what a variant is
+    def block(self, config: dict) -> dict:
+        return config.get(self.name) or {}
+
+    def variant(self, config: dict, name: str) -> dict:
+        return self.block(config)["variants"][name]
+
+    def model(self, config: dict, name: str) -> str:
+        """The model a variant trains (the run's ``model``)."""
+        return self.variant(config, name)["model"]
+
+    def needs_models(self, config: dict, name: str) -> list[str]:
+        """Models that must train on a dataset for the variant to run there."""
+        return [self.model(config, name)]
+
+    def variants(self, config: dict) -> Iterator[tuple[str, str]]:
+        """Every (dataset, variant) pair the method trains runs of."""
+        for name, v in self.block(config).get("variants", {}).items():
+            if any(m not in config["models"] for m in self.needs_models(config, name)):
+                continue
+            for ds in datasets_of(config, v, *self.needs_models(config, name)):
+                yield ds, name
+
+    def seeds(self, config: dict) -> list[int]:
+        return block_seeds(config, self.name)
+
+    def recipe(self, config: dict, name: str) -> dict:
+        """The recipe a variant's runs start from: the model's, with the variant's ``train`` over it."""
+        return deep_merge(recipe_for(config, self.model(config, name)), self.variant(config, name).get("train") or {})
+
+    def final_checkpoint(self, config: dict, name: str) -> tuple[str | int, str]:
+        """The key (an epoch or ``last``) and file name under ``ckpt/`` of a run's kept checkpoint."""
+        return "last", "last.pt"
+
+    def example_stats(self, config: dict, name: str) -> bool:
+        """Whether a run writes example_stats.npz (per-epoch per-example correctness and loss)."""
+        return bool(self.recipe(config, name)["example_stats"])
+
+    # -- capabilities, read by checks elsewhere instead of method names
+    #: what to do about a variant that changes inputs on data whose inputs cannot change (token ids)
+    input_fix: str = "list non-text `datasets` for it"
+
+    def perturbs_inputs(self, config: dict, name: str) -> tuple[str, str] | None:
+        """Whether the variant changes its inputs (mixes, perturbs them): None, or the key that makes
+        it do so (relative to the variant, "" for the variant itself) and what it does, e.g.
+        ``("mixup", "input MixUp mixes inputs")``."""
+        return None
+
+    # -- checks
+    def problems(self, config: dict) -> list[str]:
+        """The block's semantic problems (the schema checks shapes), each naming the key path and the fix."""
+        problems = []
+        for name in self.block(config).get("variants", {}):
+            for model in self.needs_models(config, name):
+                if model not in config["models"]:
+                    problems.append(no_model(f"{self.name}.variants.{name}.model", model, config))
+        return problems
+
+    # -- the workflow
+    def run_dir(self, config: dict, dataset: str, name: str, seed: int | str = "{seed}") -> str:
+        return run_path(dataset, self.model(config, name), self.name, name, seed)
+
+    def inputs(self, config: dict, dataset: str, name: str, seed: int) -> dict[str, list[str]]:
+        """The files one run reads besides the prepared data, by input name (staged by Snakemake)."""
+        return {}
+
+    def params(self, config: dict, dataset: str, name: str) -> dict[str, Any]:
+        """Settings of a variant's runs that the stage needs beyond the variant's own block."""
+        return {}
+
+    def targets(self, config: dict, dataset: str) -> list[str]:
+        """Further files the report waits for on ``dataset`` (beyond runs, run tables and studies)."""
+        return []
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry (once per name)."""
+    if not method.name or not method.name.isidentifier():
+        raise ValueError(f"{type(method).__name__}: a method's name must be an identifier, not {method.name!r}")
+    if method.name in _REGISTRY and type(_REGISTRY[method.name]) is not type(method):
+        raise ValueError(f"method '{method.name}' registered twice ({type(_REGISTRY[method.name]).__name__} and "
+                         f"{type(method).__name__})")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def load(modules: tuple[str, ...] | list[str] = ()) -> None:
+    """Import the built-in specs and the plugin ``modules`` (each registers its methods)."""
+    for mod in (*BUILTIN, *modules):
+        if mod in _LOADED:
+            continue
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise ConfigError(f"plugins: cannot import method module '{mod}' ({e}); check the name and that its "
+                              "folder is on PYTHONPATH") from None
+        _LOADED.add(mod)
+
+
+def methods(config: dict | None = None) -> list[Method]:
+    """Every registered method (the built-ins and the config's ``plugins``), in registration order."""
+    load(tuple((config or {}).get("plugins") or ()))
+    return list(_REGISTRY.values())
+
+
+def get(name: str, config: dict | None = None) -> Method:
+    load(tuple((config or {}).get("plugins") or ()))
+    if name not in _REGISTRY:
+        raise ConfigError(f"no method named '{name}' (have {', '.join(_REGISTRY)})")
+    return _REGISTRY[name]
+
+
+def studies(config: dict) -> dict[str, Study]:
+    """Every study by name (a study shared by several methods appears once)."""
+    out: dict[str, Study] = {}
+    for m in methods(config):
+        for s in m.studies:
+            out.setdefault(s.name, s)
+    return out
+
+
+def resolve(ref: str) -> Callable:
+    """A ``"module:function"`` reference, imported."""
+    mod, _, fn = ref.partition(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def expected_runs(config: dict) -> Iterator[dict]:
+    """Every run the (validated) config declares, as ``dataset, model, method, variant, seed``, its
+    folder relative to the results folder (``relpath``) and the variant's settings (``config``, as
+    run.json records them; None for baselines): every (dataset, model) x baseline seed, then every
+    registered method's variants on their datasets x the method's seeds."""
+    for ds, model in runs(config):
+        for seed in baseline_seeds(config):
+            yield {"dataset": ds, "model": model, "method": BASELINE, "variant": None, "seed": seed,
+                   "relpath": run_path(ds, model, seed=seed), "config": None}
+    for m in methods(config):
+        for ds, name in m.variants(config):
+            for seed in m.seeds(config):
+                yield {"dataset": ds, "model": m.model(config, name), "method": m.name, "variant": name,
+                       "seed": seed, "relpath": m.run_dir(config, ds, name, seed), "config": m.variant(config, name)}
+
+
+__all__ = ["BUILTIN", "Method", "Study", "expected_runs", "get", "load", "methods", "register", "resolve", "studies"]

@@ -1,0 +1,3 @@
+from reuse.workflow import run_stage
+
+run_stage(snakemake)

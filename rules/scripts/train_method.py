@@ -1,0 +1,3 @@
+from reuse.workflow import train_method
+
+train_method(snakemake)
