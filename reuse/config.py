@@ -220,7 +220,8 @@ def _score_problems(config: dict) -> list[str]:
     epochs = checkpoint_epochs(config, model)
     for e in sc["epochs"] or []:
         if e != "last" and e not in epochs:
-            problems.append(f"scores.epochs: {e} is not a checkpoint epoch of '{model}' {epochs}")
+            problems.append(f"scores.epochs: {e} is not a checkpoint epoch of '{model}' {epochs}; add it to the "
+                            "model's checkpoint_epochs or drop it")
     if "forgetting" in sc["names"] and not recipe_for(config, model)["example_stats"]:
         problems.append(f"scores.names: forgetting needs the runs of '{model}' to record example_stats; set "
                         "train.example_stats: true or drop forgetting")

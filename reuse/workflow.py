@@ -33,7 +33,6 @@ from reuse.cache import LogitCache, views_for, write_logit_cache
 from reuse.errors import ReuseError
 from reuse.io import atomic_path, read_json, save_npz, sha256_file, write_json, write_jsonl
 from reuse.methods.registry import resolve
-from reuse.methods.weights.weights import check_same_architecture
 from reuse.models import build_model
 from reuse.models.text import check_vocab
 from reuse.train import Algorithm, Trainer, build_from_checkpoint, evaluate, load_checkpoint, seed_everything
@@ -169,6 +168,14 @@ def run_study(snakemake: Any) -> None:
         params=dict(sm.params.params), out_csv=sm.output[0]))
 
 
+def run_key(run_dir: str | os.PathLike) -> str:
+    """A run's folder below its dataset, ``<model>/baseline/s<seed>`` or
+    ``<model>/<method>/<variant>/s<seed>``, whatever folder holds the results: how studies match a
+    run table's rows with files that another job staged elsewhere (a storage provider's local copies)."""
+    parts = Path(run_dir).parts
+    return "/".join(parts[-3:] if parts[-2] == "baseline" else parts[-4:])
+
+
 def past_run_cost(run_dir: str) -> list[dict]:
     """What reusing the past run ``run_dir`` costs: its own training, and everything it reused in turn."""
     r = read_json(f"{run_dir}/run.json")
@@ -223,8 +230,8 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     resumes from ``state/last.pt``. ``reused`` lists the cost of what the run reused (past runs,
     caches), kept apart from its own cost in run.json.
 
-    ``init``: a state dict the run starts from instead of its fresh initialisation (a warm start, a
-    soup), named by ``init_id`` (it joins the trainer's identity, so a resume never mixes starting
+    ``init``: a state dict the run starts from instead of its fresh initialisation (past weights, or
+    a mix of them), named by ``init_id`` (it joins the trainer's identity, so a resume never mixes starting
     points; on resume the weights come from ``state/last.pt``). ``initial_cost``: work done for the
     run before training (see :class:`reuse.train.Trainer`). A recipe with ``epochs: 0`` evaluates
     and writes the starting model as it is.
@@ -238,8 +245,7 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     model = build_model(spec["arch"], spec["input_shape"], spec["num_classes"], **spec["args"])
     n_params = sum(p.numel() for p in model.parameters())
     if init is not None:
-        check_same_architecture(model.state_dict(), init, init_id or "the initial weights")
-        model.load_state_dict(init)
+        model.load_state_dict(init)  # the stage that made `init` checked it fits the model
     log.info("%s/%s seed %d: %s with %d parameters on %s, %d epochs", data.name, model_name, seed, spec["arch"],
              n_params, device, recipe["epochs"])
     started = time.time()

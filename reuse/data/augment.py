@@ -80,7 +80,7 @@ def keyed_seed(*keys) -> int:
 
 
 # Streams keep independent draws apart: the shift on each axis, the flip, the batch order, the
-# image transforms, random data selection (pruning) and curriculum batches.
+# image transforms, random data selection and batches drawn from a growing subset (methods' own draws).
 STREAM_SHIFT, STREAM_FLIP, STREAM_ORDER, STREAM_IMAGE, STREAM_SELECT, STREAM_CURRICULUM = 1, 2, 3, 4, 5, 6
 
 

@@ -3,7 +3,7 @@
 Prepared data live in ``results/<dataset>/data/``: ``data.npz`` (arrays, or file paths for
 ImageFolder) and ``dataset.json`` (kind, classes, input shape, normalisation, and the fingerprint of
 each split). With ``holdout: n`` a stratified, seeded choice of ``n`` training examples becomes a
-``val`` split (for choices made on held-out data, e.g. a greedy soup); the training ids are then the
+``val`` split (for choices a method makes on held-out data); the training ids are then the
 rows of the remaining examples. The example id of a sample is its row in ``data.npz``, so caches and score tables are
 one array indexed by id.
 """

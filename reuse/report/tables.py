@@ -2,8 +2,8 @@
 over seeds with bootstrap intervals, paired comparisons with the baseline, time-to-accuracy and
 speed-ups, the Pareto frontier on each cost axis and the budget recommendations.
 
-"The baseline" of a run is the baseline run of the same dataset and model (for KD, the student's
-model) with the same seed; aggregates are over the runs that finished, and say how many of how many.
+"The baseline" of a run is the baseline run of the same dataset and model (the model the run
+trains) with the same seed; aggregates are over the runs that finished, and say how many of how many.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ STAT_COLS = ["test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", 
 
 
 def label_of(row: Any) -> str:
-    """A short name of an aggregate: ``kd/ensemble (mlp)``, ``baseline (cnn1d)``."""
+    """A short name of an aggregate: ``<method>/<variant> (<model>)``, ``baseline (cnn1d)``."""
     g = row if isinstance(row, dict) else row._asdict() if hasattr(row, "_asdict") else dict(row)
     v = g.get("variant") or ""
     return f"{g['method']}{'/' + v if v else ''} ({g['model']})"

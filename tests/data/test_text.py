@@ -303,7 +303,7 @@ def test_checkpoint_rebuilds_and_logit_cache_and_scores(trained, text_data, tmp_
     from reuse.cache import LogitCache, views_for, write_logit_cache
     from reuse.scores import checkpoint_scores
     from reuse.train import build_from_checkpoint, evaluate, load_checkpoint
-    from tests.ops.test_grad_norms import loop_norms
+    from tests.helpers import loop_norms
 
     state, d = trained
     model = build_from_checkpoint(load_checkpoint(d / "last.pt"))  # from model_spec alone

@@ -19,10 +19,10 @@ from reuse.methods.adversarial import (AdvCache, AdversarialTraining, AuxBatchNo
                                        pgd, robust_eval, sample_lambda, write_adv_cache)
 from reuse.methods.adversarial.recycle import STREAM_LAMBDA, STREAM_MIX
 from reuse.models import build_model
-from reuse.train import Algorithm, Event, Trainer, seed_everything
+from reuse.train import Event, Trainer, seed_everything
+from tests.helpers import Kill, Record, recipe
 
-RECIPE = {"epochs": 2, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-          "schedule": {"name": "constant"}, "checkpoint_epochs": [], "checkpoint_every": 1}
+RECIPE = recipe(checkpoint_epochs=[], checkpoint_every=1)
 PGD = {"kind": "pgd", "norm": "linf", "eps": 0.3, "step": None, "steps": 3, "random_start": None}
 
 
@@ -47,28 +47,9 @@ class BNNet(torch.nn.Module):
         return self.head(F.relu(self.bn(self.conv(x))).flatten(1))
 
 
-class Record(Algorithm):
-    """Keeps a copy of each batch as the trainer feeds it to the model."""
-
-    name = "record"
-
-    def __init__(self):
-        self.batches = []
-
-    def on_event(self, event, state):
-        if event is Event.BATCH:
-            self.batches.append(tuple(t.clone() for t in state.batch[:3]) + (state.step,))
-
-
-class Interrupt(Algorithm):
-    name = "interrupt"
-
-    def __init__(self, at_step=None):
-        self.at_step = at_step
-
-    def on_event(self, event, state):
-        if event is Event.BATCH and state.step == self.at_step:
-            raise KeyboardInterrupt
+def batches():
+    """A spy that keeps a copy of each batch as the trainer feeds it to the model: (x, y, idx, step)."""
+    return Record(Event.BATCH, what=lambda state: tuple(t.clone() for t in state.batch[:3]) + (state.step,))
 
 
 @pytest.fixture(scope="module")
@@ -215,10 +196,10 @@ def test_mixup_is_a_convex_combination_with_beta_lambda():
 
 
 def test_recycled_mix_in_the_trainer_uses_the_cached_examples_of_the_same_ids(tiny_data, cache, tmp_path):
-    before, after = Record(), Record()
+    before, after = batches(), batches()
     algo = AdversarialTraining(use="mix", ratio=0.5, cache=cache, train=tiny_data.train, seed=3)
     _fit(tiny_data, tmp_path, [before, algo, after])
-    for (x0, y0, i0, step), (x1, y1, i1, _) in zip(before.batches, after.batches):
+    for (x0, y0, i0, step), (x1, y1, i1, _) in zip(before.seen, after.seen):
         assert torch.equal(y0, y1) and torch.equal(i0, i1) and x0.shape == x1.shape
         mask = mix_positions(len(i0), 0.5, torch.Generator().manual_seed(keyed_seed(3, step, STREAM_MIX)))
         assert torch.equal(x1[~mask], x0[~mask])
@@ -227,10 +208,10 @@ def test_recycled_mix_in_the_trainer_uses_the_cached_examples_of_the_same_ids(ti
 
 
 def test_recycled_mixup_mixes_each_input_with_its_own_adversarial_version(tiny_data, cache, tmp_path):
-    before, after = Record(), Record()
+    before, after = batches(), batches()
     algo = AdversarialTraining(use="mixup", alpha=0.4, cache=cache, train=tiny_data.train, seed=3)
     _fit(tiny_data, tmp_path, [before, algo, after], recipe={**RECIPE, "epochs": 1})
-    for (x0, _, i0, step), (x1, _, i1, _) in zip(before.batches, after.batches):
+    for (x0, _, i0, step), (x1, _, i1, _) in zip(before.seen, after.seen):
         lam = sample_lambda(0.4, keyed_seed(3, step, STREAM_LAMBDA))
         adv = cache.adversarial(tiny_data.train.get(i0)[0], i0)
         assert torch.allclose(x1, lam * x0 + (1 - lam) * adv, atol=1e-6)
@@ -263,7 +244,7 @@ def test_advprop_run_saves_a_plain_model_and_resumes_exactly(tiny_data, cache, t
     def run(state_dir, at_step):
         seed_everything(0)
         algo = AdversarialTraining(use="advprop", ratio=0.5, cache=cache, train=tiny_data.train, seed=1)
-        t = Trainer(BNNet(), tiny_data, recipe, seed=0, state_dir=state_dir, algorithms=[algo, Interrupt(at_step)],
+        t = Trainer(BNNet(), tiny_data, recipe, seed=0, state_dir=state_dir, algorithms=[algo, Kill(step=at_step)],
                     progress="off", model_spec={"arch": "bnnet"})
         return t, t.fit
 
@@ -284,12 +265,12 @@ def test_advprop_run_saves_a_plain_model_and_resumes_exactly(tiny_data, cache, t
 
 
 def test_online_attacks_the_current_model_and_its_cost_is_counted(tiny_data, tmp_path):
-    before, after = Record(), Record()
+    before, after = batches(), batches()
     online = {"kind": "pgd", "norm": "linf", "eps": 0.3, "step": None, "steps": 2, "random_start": True}
     algo = AdversarialTraining(use="mix", ratio=1.0, online=online, bounds=input_bounds(tiny_data), seed=0)
     t_adv, _ = _fit(tiny_data, tmp_path, [before, algo, after], recipe={**RECIPE, "epochs": 1}, name="adv")
     t_plain, _ = _fit(tiny_data, tmp_path, [], recipe={**RECIPE, "epochs": 1}, name="plain")
-    for (x0, *_), (x1, *_) in zip(before.batches, after.batches):
+    for (x0, *_), (x1, *_) in zip(before.seen, after.seen):
         assert 0 < (x1 - x0).abs().max() <= 0.3 + 1e-6
     # two attack steps (forward + input backward each) on every row: well over twice a plain step
     assert t_adv.totals["train_flops"] > 2 * t_plain.totals["train_flops"]
@@ -305,7 +286,7 @@ def test_resumed_adversarial_runs_match_uninterrupted_ones(tiny_data, cache, tmp
         model = build_model("mlp", tiny_data.input_shape, 10, hidden=[16], dropout=0.2)
         algo = (AdversarialTraining(use=use, cache=cache, train=tiny_data.train, seed=2) if kind == "cache" else
                 AdversarialTraining(use=use, online=online, bounds=input_bounds(tiny_data), seed=2))
-        t = Trainer(model, tiny_data, recipe, seed=0, state_dir=state_dir, algorithms=[algo, Interrupt(at_step)],
+        t = Trainer(model, tiny_data, recipe, seed=0, state_dir=state_dir, algorithms=[algo, Kill(step=at_step)],
                     progress="off", model_spec={"arch": "mlp"})
         return t, t.fit
 

@@ -13,24 +13,15 @@ from reuse.methods.curriculum import Curriculum, curriculum_order, pacing, step_
 from reuse.methods.prune import Prune, matched_epochs, select
 from reuse.methods.reweight import Reweight, rank_weights, weighted_cross_entropy
 from reuse.models import build_model
-from reuse.train import Algorithm, Event, Trainer, seed_everything
+from reuse.train import Event, Trainer, seed_everything
+from tests.helpers import Record, recipe
 
-RECIPE = {"epochs": 2, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-          "schedule": {"name": "constant"}, "checkpoint_epochs": [], "example_stats": True}
+RECIPE = recipe(checkpoint_epochs=[], example_stats=True)
 
 
-class RecordBatches(Algorithm):
-    name = "record"
-
-    def __init__(self):
-        self.batches: list[tuple[int, torch.Tensor]] = []
-        self.losses: list[torch.Tensor] = []
-
-    def on_event(self, event, state):
-        if event is Event.BATCH:
-            self.batches.append((state.step, state.batch[2].clone()))
-        elif event is Event.LOSS:
-            self.losses.append(state.loss.detach().clone())
+def batch_ids():
+    """A spy that keeps the example ids of each batch, with its step: (step, idx)."""
+    return Record(Event.BATCH, what=lambda state: (state.step, state.batch[2].clone()))
 
 
 def fit(data, tmp_path, algorithms, recipe=RECIPE, seed=0):
@@ -96,16 +87,16 @@ def test_matched_epochs_give_at_least_the_full_runs_steps_and_no_epoch_more(n_fu
 
 def test_pruned_run_trains_on_the_kept_examples_only(tiny_data, tmp_path):
     kept = np.arange(0, len(tiny_data.train), 3)  # 80 of 240
-    rec = RecordBatches()
+    rec = batch_ids()
     trainer, state = fit(tiny_data, tmp_path, [Prune(kept), rec])
     assert state.steps_per_epoch == 3 and state.step == 6
     for epoch in range(2):
-        seen = torch.cat([ids for step, ids in rec.batches if step // 3 == epoch])
+        seen = torch.cat([ids for step, ids in rec.seen if step // 3 == epoch])
         assert sorted(seen.tolist()) == kept.tolist()  # each kept example once per epoch
     stats = trainer.example_stats["correct"]
     assert (stats[:, kept] >= 0).all() and (np.delete(stats.numpy(), kept, axis=1) == -1).all()
-    first = [ids for step, ids in rec.batches if step < 3]
-    second = [ids for step, ids in rec.batches if step >= 3]
+    first = [ids for step, ids in rec.seen if step < 3]
+    second = [ids for step, ids in rec.seen if step >= 3]
     assert not all(torch.equal(a, b) for a, b in zip(first, second))  # reshuffled each epoch
 
 
@@ -148,14 +139,14 @@ def test_step_batches_draw_from_the_paced_prefix():
 def test_curriculum_in_the_trainer_feeds_easy_examples_first(tiny_data, tmp_path):
     n = len(tiny_data.train)
     order = np.random.default_rng(0).permutation(n)
-    rec = RecordBatches()
+    rec = batch_ids()
     recipe = {**RECIPE, "epochs": 4}
     _, state = fit(tiny_data, tmp_path, [Curriculum(order, start=0.2, full_at=0.5), rec], recipe=recipe)
-    assert state.step == 4 * 8 and [len(ids) for _, ids in rec.batches[:8]] == [32] * 7 + [16]
-    for step, ids in rec.batches:
+    assert state.step == 4 * 8 and [len(ids) for _, ids in rec.seen[:8]] == [32] * 7 + [16]
+    for step, ids in rec.seen:
         avail = max(32, math.ceil(pacing("linear", step, 32, start=0.2, full_at=0.5) * n))
         assert set(ids.tolist()) <= set(order[:avail].tolist())
-    assert len(set(torch.cat([ids for _, ids in rec.batches]).tolist())) > 0.9 * n  # all data in later on
+    assert len(set(torch.cat([ids for _, ids in rec.seen]).tolist())) > 0.9 * n  # all data in later on
 
 
 # ----------------------------------------------------------------------------- re-weighting
@@ -179,21 +170,17 @@ def test_weighted_cross_entropy_written_out():
 
 def test_reweight_replaces_the_trainers_loss(tiny_data, tmp_path):
     weights = np.linspace(0.5, 1.5, len(tiny_data.train))
-    rec = RecordBatches()
 
-    class Check(Algorithm):
-        name = "check"
+    def check(state):
+        x, y, idx = state.batch
+        w = torch.as_tensor(weights, dtype=torch.float32)[idx]
+        want = (F.cross_entropy(state.outputs, y, reduction="none") * w).mean()
+        torch.testing.assert_close(state.loss, want)
+        return state.loss.detach()
 
-        def on_event(self, event, state):
-            if event is Event.LOSS:
-                x, y, idx = state.batch
-                w = torch.as_tensor(weights, dtype=torch.float32)[idx]
-                want = (F.cross_entropy(state.outputs, y, reduction="none") * w).mean()
-                torch.testing.assert_close(state.loss, want)
-                rec.losses.append(state.loss.detach())
-
-    _, state = fit(tiny_data, tmp_path, [Reweight(weights), Check()])
-    assert len(rec.losses) == state.step == 16
+    rec = Record(Event.LOSS, what=check)
+    _, state = fit(tiny_data, tmp_path, [Reweight(weights), rec])
+    assert len(rec.seen) == state.step == 16
 
 
 # ----------------------------------------------------------------------------- example statistics

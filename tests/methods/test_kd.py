@@ -12,7 +12,8 @@ from reuse.errors import ReuseError
 from reuse.methods.kd import (CachedTeacher, CheckpointMixupTeacher, Distill, OnlineTeacher, beta_draws,
                               ensemble_probs, mix, mixup_permutation, pick_teacher)
 from reuse.models import build_model
-from reuse.train import Algorithm, Event, Trainer, seed_everything
+from reuse.train import Event, Trainer, seed_everything
+from tests.helpers import Kill, Record, recipe
 
 T = 4.0
 
@@ -125,28 +126,16 @@ def test_mismatched_views_are_refused(tmp_path, tiny_data, caches):
 
 
 # ----------------------------------------------------------------------------- in the trainer
-RECIPE = {"epochs": 2, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-          "schedule": {"name": "constant"}, "augment": {"translate": 2}}
-
-
-class Spy(Algorithm):
-    """Records the loss the trainer backpropagates, and the batch it was computed on."""
-
-    name = "spy"
-
-    def __init__(self):
-        self.seen = []
-
-    def on_event(self, event, state):
-        if event is Event.AFTER_BACKWARD:
-            self.seen.append((state.step, state.epoch, state.batch[0].clone(), state.batch[2].clone(),
-                              state.outputs.detach().clone(), state.loss.item()))
+RECIPE = recipe(augment={"translate": 2})
 
 
 def train(tiny_data, tmp_path, algorithm, recipe=RECIPE):
+    """The loss the trainer backpropagated at each step, and the batch it was computed on:
+    (step, epoch, x, idx, outputs, loss)."""
     seed_everything(0)
     model = build_model("mlp", tiny_data.input_shape, 10, hidden=[16])
-    spy = Spy()
+    spy = Record(Event.AFTER_BACKWARD, what=lambda s: (s.step, s.epoch, s.batch[0].clone(), s.batch[2].clone(),
+                                                       s.outputs.detach().clone(), s.loss.item()))
     Trainer(model, tiny_data, recipe, seed=0, state_dir=tmp_path, algorithms=[algorithm, spy], progress="off",
             model_spec={"arch": "mlp"}).fit()
     return spy.seen
@@ -225,19 +214,6 @@ def test_distillation_pulls_the_student_towards_its_teacher(tiny_data, tmp_path,
     assert kl["kd"] < 0.5 * kl["ce"]
 
 
-class Interrupt(Algorithm):
-    """Raises at optimizer step ``at_step`` (an interruption after the last checkpoint); inert when None."""
-
-    name = "interrupt"
-
-    def __init__(self, at_step=None):
-        self.at_step = at_step
-
-    def on_event(self, event, state):
-        if event is Event.BATCH and state.step == self.at_step:
-            raise KeyboardInterrupt
-
-
 def test_resumed_distillation_matches_an_uninterrupted_one(tiny_data, tmp_path, caches):
     """Random teacher per step and input MixUp draw from (seed, step): a run interrupted after epoch 2
     and resumed ends with the same weights as one that was not."""
@@ -248,7 +224,7 @@ def test_resumed_distillation_matches_an_uninterrupted_one(tiny_data, tmp_path, 
         model = build_model("mlp", tiny_data.input_shape, 10, hidden=[16], dropout=0.2)
         kd = Distill(CachedTeacher(caches[1::2], mode="random", temperature=T, seed=4, views=0), temperature=T,
                      alpha=0.8, input_mixup=0.4, seed=4)
-        t = Trainer(model, tiny_data, recipe, seed=0, state_dir=state_dir, algorithms=[kd, Interrupt(at_step)],
+        t = Trainer(model, tiny_data, recipe, seed=0, state_dir=state_dir, algorithms=[kd, Kill(step=at_step)],
                     progress="off", model_spec={"arch": "mlp"})
         return t, t.fit
 

@@ -24,6 +24,7 @@ from reuse.errors import ReuseError
 from reuse.models import build_model
 from reuse.ops import per_example_grad_norms
 from reuse.ops.grad_norms import UnsupportedLayerError, register_norm_rule
+from tests.helpers import loop_norms
 
 COMPILED = ops.BACKEND == "compiled"
 BACKENDS = [
@@ -31,23 +32,6 @@ BACKENDS = [
     "reference",
 ]
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-3}
-
-
-def loop_norms(model: nn.Module, inputs, targets) -> torch.Tensor:
-    """Per-example gradient norms, one example at a time (float64 result)."""
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    out = []
-    try:
-        for i in range(inputs.shape[0]):
-            loss = F.cross_entropy(model(inputs[i : i + 1]), targets[i : i + 1], reduction="sum")
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            out.append(sum(g.double().square().sum() for g in grads if g is not None).sqrt())
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-    return torch.stack(out)
 
 
 def assert_close_rel(out, ref, dtype):

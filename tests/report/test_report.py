@@ -17,7 +17,7 @@ import yaml
 from reuse import metrics as M
 
 from reuse.report.collect import AXES
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.report.checks import chart_specs, check_recommendations, embedded_json
 
 

@@ -19,45 +19,30 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from reuse.models import build_model
-from reuse.train import Trainer, load_checkpoint, seed_everything
-from tests.conftest import ROOT
+from reuse.train import load_checkpoint
+from tests import helpers
+from tests.helpers import ROOT, recipe
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with the gloo backend is not available in this torch build")
 
 # batch_size 35 over 240 examples: global batches of 35 (slices of 18 and 17) and a last one of 30,
 # so the per-slice loss weighting is needed for the data-parallel step to equal the single-process one.
-RECIPE = {"epochs": 3, "batch_size": 35, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-          "schedule": {"name": "cosine", "warmup_epochs": 1}, "checkpoint_epochs": [2], "checkpoint_every": 1,
-          "augment": {"translate": 2, "flip": True}, "example_stats": True}
-NO_DROPOUT = {"arch": "mlp", "args": {"hidden": [32, 32]}, "num_classes": 10}
-DROPOUT = {"arch": "mlp", "args": {"hidden": [32, 32], "dropout": 0.3}, "num_classes": 10}
+RECIPE = recipe(epochs=3, batch_size=35, optimizer={"weight_decay": 5e-4},
+                schedule={"name": "cosine", "warmup_epochs": 1}, checkpoint_epochs=[2], checkpoint_every=1,
+                augment={"translate": 2, "flip": True}, example_stats=True)
 NPROC = 2
 
 
-def make_trainer(data, state_dir, spec=NO_DROPOUT, recipe=RECIPE, algorithms=(), cls=Trainer):
-    seed_everything(1)
-    model = build_model(spec["arch"], data.input_shape, 10, **spec["args"])
-    return cls(model, data, recipe, seed=1, state_dir=state_dir, algorithms=algorithms, progress="off",
-               model_spec={**spec, "input_shape": list(data.input_shape)})
+def make_trainer(data, state_dir, recipe=RECIPE, **kw):
+    """An MLP trainer (without dropout unless ``spec`` says so) of the recipe above."""
+    return helpers.make_trainer(data, state_dir, recipe, **kw)
 
 
-class Stop(Exception):
-    pass
-
-
-class StopAfterEpoch2(Trainer):
-    """Ends training (every process) right after the epoch-2 checkpoint, as a kill would."""
-
-    def _checkpoint(self):
-        super()._checkpoint()
-        if self.state.epoch == 2:
-            raise Stop
-
-
+# The fixture `ddp` runs this under torchrun, after a first line `RECIPE = {...}` (the recipe above).
 WORKER = """
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -67,8 +52,10 @@ import reuse.train.trainer as tr
 from reuse.data import load
 from reuse.errors import ConfigError
 from reuse.train import Algorithm, distributed
-from tests.train.test_ddp import DROPOUT, RECIPE, Stop, StopAfterEpoch2, make_trainer
+from tests import helpers
+from tests.helpers import MLP_DROPOUT_SPEC, Stop, StopAfter
 
+make_trainer = partial(helpers.make_trainer, recipe=RECIPE)
 data, out = load(sys.argv[1]), Path(sys.argv[2])
 distributed.init(torch.device("cpu"))
 rank = distributed.rank()
@@ -85,13 +72,13 @@ res["example_stats"] = t.example_stats
 res["saved"] = list(saved)
 
 try:
-    make_trainer(data, out / "resumed", spec=DROPOUT, cls=StopAfterEpoch2).fit()
+    make_trainer(data, out / "resumed", spec=MLP_DROPOUT_SPEC, cls=partial(StopAfter, epoch=2)).fit()
 except Stop:
     pass
-t = make_trainer(data, out / "resumed", spec=DROPOUT)
+t = make_trainer(data, out / "resumed", spec=MLP_DROPOUT_SPEC)
 s = t.fit()
 res["resumed"] = {"from": t.resumed_from, "weights": s.model.state_dict(), "metrics": s.metrics}
-s = make_trainer(data, out / "straight", spec=DROPOUT).fit()
+s = make_trainer(data, out / "straight", spec=MLP_DROPOUT_SPEC).fit()
 res["straight"] = {"weights": s.model.state_dict(), "metrics": s.metrics}
 
 errors = []
@@ -120,7 +107,7 @@ def torchrun(args, cwd, timeout=120):
 def ddp(tiny_data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     script = out / "worker.py"
-    script.write_text(textwrap.dedent(WORKER))
+    script.write_text(f"RECIPE = {RECIPE!r}\n" + textwrap.dedent(WORKER))
     torchrun([str(script), str(tiny_data_dir), str(out)], cwd=ROOT)
     return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(NPROC)]
 

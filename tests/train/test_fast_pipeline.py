@@ -20,10 +20,10 @@ from reuse.data.augment import Augment, keyed_bits, keyed_bits_torch, splitmix64
 from reuse.data.datasets import DatasetPair, TensorData
 from reuse.errors import ConfigError
 from reuse.train import Trainer, evaluate, load_checkpoint, seed_everything
+from tests.helpers import recipe
 
-RECIPE = {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-          "schedule": {"name": "cosine"}, "checkpoint_epochs": [], "checkpoint_every": 1, "example_stats": True,
-          "augment": {"translate": 2, "flip": True}}
+RECIPE = recipe(batch_size=16, optimizer={"weight_decay": 5e-4}, schedule={"name": "cosine"}, checkpoint_epochs=[],
+                checkpoint_every=1, example_stats=True, augment={"translate": 2, "flip": True})
 
 
 @pytest.fixture(scope="module")

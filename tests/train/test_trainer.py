@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -10,21 +9,16 @@ import pytest
 import torch
 
 from reuse.errors import CorruptArtifact, FingerprintMismatch
-from reuse.models import build_model
-from reuse.train import Algorithm, Event, Trainer, load_checkpoint, seed_everything
-from tests.conftest import ROOT
+from reuse.train import Event, load_checkpoint
+from tests import helpers
+from tests.helpers import MLP_DROPOUT_SPEC, ROOT, Kill, Record, recipe
 
-RECIPE = {"epochs": 4, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-          "schedule": {"name": "cosine", "warmup_epochs": 1}, "checkpoint_epochs": [2], "checkpoint_every": 1,
-          "augment": {"translate": 2, "flip": True}}
-SPEC = {"arch": "mlp", "args": {"hidden": [32, 32], "dropout": 0.3}, "num_classes": 10}
+RECIPE = recipe(epochs=4, optimizer={"weight_decay": 5e-4}, schedule={"name": "cosine", "warmup_epochs": 1},
+                checkpoint_epochs=[2], checkpoint_every=1, augment={"translate": 2, "flip": True})
 
 
 def make_trainer(data, state_dir, recipe=RECIPE, algorithms=()):
-    seed_everything(1)
-    model = build_model(SPEC["arch"], data.input_shape, 10, **SPEC["args"])
-    return Trainer(model, data, recipe, seed=1, state_dir=state_dir, algorithms=algorithms, progress="off",
-                   model_spec={**SPEC, "input_shape": list(data.input_shape)})
+    return helpers.make_trainer(data, state_dir, recipe, spec=MLP_DROPOUT_SPEC, algorithms=algorithms)
 
 
 def test_training_learns_and_records_metrics(tiny_data, tmp_path):
@@ -51,14 +45,9 @@ def test_flops_are_measured_exactly(tiny_data, tmp_path):
 
 
 def test_events_fire_in_order(tiny_data, tmp_path):
-    class Recorder(Algorithm):
-        name = "recorder"
-
-        def __init__(self):
-            self.events = []
-
+    class Recorder(Record):  # records every event
         def on_event(self, event, state):
-            self.events.append(event)
+            super().on_event(event, state)
             if event is Event.LOSS:
                 assert state.loss is not None and state.outputs.shape[0] == state.batch[0].shape[0]
                 state.loss = state.loss * 0  # a hook can replace the loss: nothing is learned
@@ -70,21 +59,8 @@ def test_events_fire_in_order(tiny_data, tmp_path):
     t.fit()
     per_batch = [Event.BATCH, Event.LOSS, Event.AFTER_BACKWARD]
     epoch = [Event.EPOCH_START] + per_batch * 8 + [Event.EPOCH_END]
-    assert rec.events == [Event.FIT_START] + epoch * 2 + [Event.FIT_END]
+    assert rec.seen == [Event.FIT_START] + epoch * 2 + [Event.FIT_END]
     assert all(torch.equal(a, b) for a, b in zip(before, t.state.model.parameters()))
-
-
-class Kill(Algorithm):
-    """Kills its own process (SIGKILL) just before optimizer step ``at_step``; inert when None."""
-
-    name = "kill"
-
-    def __init__(self, at_step=None):
-        self.at_step = at_step
-
-    def on_event(self, event, state):
-        if event is Event.BATCH and state.step == self.at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_resume_matches_an_uninterrupted_run_after_sigkill(tiny_data_dir, tiny_data, tmp_path):
@@ -95,9 +71,10 @@ def test_resume_matches_an_uninterrupted_run_after_sigkill(tiny_data_dir, tiny_d
         import torch
         torch.set_num_threads(1)
         from reuse.data import load
-        from tests.train.test_trainer import Kill, make_trainer
+        from tests.helpers import MLP_DROPOUT_SPEC, Kill, make_trainer
 
-        make_trainer(load({str(tiny_data_dir)!r}), {str(tmp_path / 'killed')!r}, algorithms=[Kill(2 * 8 + 3)]).fit()
+        make_trainer(load({str(tiny_data_dir)!r}), {str(tmp_path / 'killed')!r}, {RECIPE!r}, spec=MLP_DROPOUT_SPEC,
+                     algorithms=[Kill(step=2 * 8 + 3, sigkill=True)]).fit()
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(script)], env=env, cwd=ROOT, capture_output=True, text=True)

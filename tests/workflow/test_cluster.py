@@ -38,11 +38,19 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
-def trimmed_config(path: Path) -> Path:
+# One variant of every method family, for the S3 run: each reads past runs or caches through its staged
+# inputs (distillation: logit caches; data methods: the score table; adversarial recycling: an
+# adversarial cache; warm starts: a past checkpoint; soups: the warm runs).
+FAMILIES = {"kd1": ("kd", "kd1"), "prune": ("prune", "el2n"), "adv": ("adv", "mix"), "warm": ("warm", "tune"),
+            "soup": ("soup", "uniform")}
+
+
+def trimmed_config(path: Path, families: bool = False) -> Path:
     """The tiny workflow cut to what exercises every kind of job quickly: the data, one seed of two
     baselines (an augmented teacher, a student) with their logit caches, one distillation variant, the
     tables and the report. Taken from the tiny config's shared parts, so it follows that config as it
-    changes; every method section is left out (none runs), except one KD variant."""
+    changes; every other method section is left out, unless ``families``: then one variant of each
+    method family (FAMILIES) runs too."""
     tiny = yaml.safe_load(TINY.read_text())
     cfg = {k: tiny[k] for k in ("results", "device", "progress", "datasets", "models", "train", "cache") if k in tiny}
     teacher = next(m for m, spec in tiny["models"].items() if spec.get("train", {}).get("augment"))
@@ -50,6 +58,16 @@ def trimmed_config(path: Path) -> Path:
     cfg["models"] = {m: tiny["models"][m] for m in (teacher, student)}
     cfg["baseline"] = {"seeds": [0]}
     cfg["kd"] = {"variants": {"kd1": {"model": student, "teacher": {"model": teacher}, "temperature": 2}}}
+    if families:
+        cfg["train"] = {**cfg["train"], "example_stats": False}
+        cfg["scores"] = {"model": teacher, "runs": 1, "names": ["el2n"]}
+        cfg["prune"] = {"variants": {"el2n": {"model": teacher, "score": "el2n", "keep": 0.5}}}
+        cfg["adv"] = {"robust": {"kind": "fgsm", "eps": 0.2},
+                      "caches": {"fgsm": {"source": {"model": teacher}, "attack": {"kind": "fgsm", "eps": 0.2}}},
+                      "variants": {"mix": {"model": teacher, "cache": "fgsm", "ratio": 0.5}}}
+        cfg["warm"] = {"variants": {"tune": {"model": student, "from": {"model": student, "seed": 0},
+                                             "train": {"epochs": 1}}}}
+        cfg["soup"] = {"variants": {"uniform": {"model": student, "ingredients": {"variant": "tune", "runs": 1}}}}
     cfg["report"] = {"figures": [], "bootstrap": {"resamples": 200}}
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -269,13 +287,15 @@ def storage_args(prefix: str) -> tuple[str, ...]:
     return ("--default-storage-provider", "s3", "--default-storage-prefix", f"s3://{BUCKET}/{prefix}")
 
 
-def check_outputs_in_bucket(env: dict, workdir: Path, prefix: str):
+def check_outputs_in_bucket(env: dict, workdir: Path, prefix: str, families: bool = False):
     keys = bucket_keys(env, prefix + "/")
-    for f in ("results/tiny/data/data.npz", "results/tiny/baselines.csv", "results/tiny/kd.csv",
+    methods = [m for m, _ in FAMILIES.values()] if families else ["kd"]
+    for f in ("results/tiny/data/data.npz", "results/tiny/baselines.csv", *(f"results/tiny/{m}.csv" for m in methods),
               "results/summary.parquet", "results/report/index.html"):
         assert f in keys, f"{f} is not in s3://{BUCKET}/{prefix}/: {sorted(keys)[:40]}"
-    runs = [k for k in keys if re.fullmatch(r"results/tiny/\w+/(baseline|kd/kd1)/s0/run\.json", k)]
-    assert len(runs) == 3, sorted(keys)
+    variants = "|".join(f"{m}/{v}" for m, v in (FAMILIES.values() if families else [FAMILIES["kd1"]]))
+    runs = [k for k in keys if re.fullmatch(rf"results/tiny/\w+/(baseline|{variants})/s0/run\.json", k)]
+    assert len(runs) == 2 + (len(FAMILIES) if families else 1), sorted(keys)
     assert any(re.fullmatch(r"results/tiny/\w+/baseline/s0/logits/e\d+/meta\.json", k) for k in keys)
     assert not any("/state/" in k for k in keys)
     assert not (workdir / "results").exists()  # nothing was written outside the storage
@@ -283,12 +303,18 @@ def check_outputs_in_bucket(env: dict, workdir: Path, prefix: str):
 
 
 def test_s3_default_storage_locally(s3, tmp_path):
-    config = trimmed_config(tmp_path / "cluster.yaml")
+    """The trimmed workflow with one variant of every method family on S3: every stage reads past runs,
+    caches and score tables only through its staged inputs (the bucket's objects, copied to a local
+    storage folder), so every run finishes and records them."""
+    config = trimmed_config(tmp_path / "cluster.yaml", families=True)
     prefix = "local"
     t0 = time.time()
     r = smk(tmp_path, config, "--cores", "2", *storage_args(prefix), env=s3)
     assert r.returncode == 0, r.stderr[-4000:]
-    keys = check_outputs_in_bucket(s3, tmp_path, prefix)
+    keys = check_outputs_in_bucket(s3, tmp_path, prefix, families=True)
+    assert "results/tiny/adv/fgsm/adv.npz" in keys and "results/tiny/scores.parquet" in keys
+    for study in ("prune", "adv", "warm"):
+        assert f"results/tiny/studies/{study}.csv" in keys, sorted(keys)
     print(f"S3 run: {len(keys)} objects under s3://{BUCKET}/{prefix}/ in {time.time() - t0:.0f} s")
     assert is_no_op(tmp_path, config, *storage_args(prefix), env=s3)
 

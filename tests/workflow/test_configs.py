@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from reuse.config import expected_runs, validate_config
-from tests.conftest import ROOT
-from tests.workflow.test_workflow import jobs, smk
+from tests.helpers import ROOT, jobs, smk
 
 pytestmark = pytest.mark.workflow
 CONFIGS = [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]

@@ -3,7 +3,6 @@ resume after an interruption, and one clear error for each kind of bad input."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -22,28 +21,11 @@ import yaml
 from reuse.cache import LogitCache
 from reuse.io import read_json, read_jsonl
 from reuse.scores import ScoreTable
-from tests.conftest import ROOT
+from tests.helpers import ROOT, Kill, jobs, smk, snapshot
 
 pytestmark = pytest.mark.workflow
-CONFIG = ROOT / "tests" / "workflow" / "config.yaml"
+CONFIG = ROOT / "tests" / "workflow" / "config.yaml"  # tests.helpers.smk's default
 RUNS = [(m, s) for m in ("mlp", "cnn") for s in (0, 1)]
-
-
-def smk(workdir: Path, *args: str, config: Path = CONFIG, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(config), "--cores", "2", "--rerun-incomplete", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
-
-
-def jobs(dry_run_output: str) -> dict[str, int]:
-    """Job counts from a dry run's 'Job stats' table."""
-    table = dry_run_output.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-
-
-def snapshot(root: Path) -> dict[str, tuple[float, str]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".log")}
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +148,9 @@ def test_warm_starts_soups_and_weight_averaging(done):
         assert [Path(x["path"]).name for x in ingredients] == [f"s{seed}", f"s{1 - seed}"]  # cyclic from the seed
         assert any(x["chosen"] for x in ingredients) and all(0 <= x["heldout_acc"] <= 1 for x in ingredients)
         assert [x["path"] for x in soup["reused"] if x["kind"] == "past_run"] == [warm["reused"][0]["path"]]
-        assert soup["recipe"]["epochs"] == 0 and soup["cost"]["step"] == 0 and soup["cost"]["train_time_s"] > 0
-        assert [m["epoch"] for m in read_jsonl(soup_dir / "metrics.jsonl")] == [0]
+        # finetune_epochs: 2 (the model's 3-epoch recipe rescaled)
+        assert soup["recipe"]["epochs"] == 2 and soup["cost"]["step"] > 0 and soup["cost"]["train_time_s"] > 0
+        assert [m["epoch"] for m in read_jsonl(soup_dir / "metrics.jsonl")] == [1, 2]
         assert (soup_dir / "ckpt" / "last.pt").exists()
         assert np.load(soup_dir / "predictions.npz")["logits"].shape == (60, 10)
         swa = res / "cnn" / "averaging" / "swa" / f"s{seed}"
@@ -225,8 +208,9 @@ def test_dry_run_shows_the_dag(tmp_path):
                               "prune__tiny__rand_half": 2, "curriculum__tiny__easy": 2, "reweight__tiny__up": 2,
                               "adv_cache": 1, "adv__tiny__mix": 2, "adv__tiny__online": 2, "robust_eval": 6,
                               "warm__tiny__tune": 2, "soup__tiny__greedy": 2, "averaging__tiny__swa": 2,
-                              # one run table per method (8), one study per data method, adv and weights (5)
-                              "summarize_method": 8, "study": 5, "report": 1, "all": 1}
+                              "toy__tiny__conf": 2,  # the test plugin (tests/workflow/toy_method)
+                              # one run table per method (9), one study per data method, adv and weights (5)
+                              "summarize_method": 9, "study": 5, "report": 1, "all": 1}
     assert not (tmp_path / "results").exists()
 
 
@@ -328,3 +312,108 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     assert re.search(r"resumed from .*last\.pt at epoch [1-9]", log), log[-2000:]
     assert [m["epoch"] for m in read_jsonl(state.parent / "metrics.jsonl")] == list(range(1, 61))
     assert not state.exists()
+
+
+# ----------------------------------------------------------------------------- every registered method
+def _tiny_config() -> dict:
+    from reuse.config import validate_config
+
+    return validate_config(yaml.safe_load(CONFIG.read_text()))
+
+
+def _method_runs() -> list:
+    """(method, variant) of the first variant of every method the tiny config registers, plugins included."""
+    from reuse.methods.registry import methods
+
+    cfg = _tiny_config()
+    return [pytest.param(m.name, next(v for ds, v in m.variants(cfg) if ds == "tiny"), id=m.name)
+            for m in methods(cfg) if any(ds == "tiny" for ds, _ in m.variants(cfg))]
+
+
+_KILLED = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from reuse.train import trainer
+from tests.helpers import Kill
+
+init = trainer.Trainer.__init__
+def with_kill(self, *args, algorithms=(), **kwargs):  # SIGKILL at the end of epoch 2, before its checkpoint
+    init(self, *args, algorithms=[*algorithms, Kill(epoch=2, sigkill=True)], **kwargs)
+trainer.Trainer.__init__ = with_kill
+from reuse.methods.registry import resolve
+from reuse.workflow import Job
+spec = json.load(open(sys.argv[1]))
+resolve(spec["stage"])(Job(**spec["job"]))
+"""
+
+
+@pytest.mark.parametrize("method, variant", _method_runs())
+def test_every_method_resumes_exactly_after_sigkill(done, tmp_path, monkeypatch, method, variant):
+    """One run of each registered method, through its own stage and the files the workflow gave it,
+    killed (SIGKILL) at the end of its second epoch, then resumed: its final weights and per-epoch
+    losses equal those of the uninterrupted run the workflow made."""
+    import json
+
+    from reuse.io import read_jsonl
+    from reuse.methods.registry import get, resolve
+    from reuse.train import load_checkpoint, trainer
+    from reuse.workflow import Job
+
+    cfg, res, seed = _tiny_config(), done / "results", 1
+    m = get(method, cfg)
+    key, ckpt_name = m.final_checkpoint(cfg, variant)
+    run = tmp_path / "run"
+    job = {"method": method, "variant": variant, "cfg": m.variant(cfg, variant), "model": m.model(cfg, variant),
+           "model_cfg": cfg["models"][m.model(cfg, variant)], "recipe": m.recipe(cfg, variant), "seed": seed,
+           "data_dir": str(res / "tiny" / "data"),
+           "inputs": {k: [str(res / f) for f in v] for k, v in m.inputs(cfg, "tiny", variant, seed).items()},
+           "params": m.params(cfg, "tiny", variant),
+           "outputs": {"ckpts": {key: str(run / "ckpt" / ckpt_name)}, "metrics": str(run / "metrics.jsonl"),
+                       "run": str(run / "run.json"), "predictions": str(run / "predictions.npz"),
+                       "example_stats": str(run / "example_stats.npz") if m.example_stats(cfg, variant) else None},
+           "device_name": "cpu", "progress": "off"}
+    (tmp_path / "job.json").write_text(json.dumps({"stage": m.stage, "job": job}))
+    (tmp_path / "killed.py").write_text(_KILLED)
+    proc = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "job.json")], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert load_checkpoint(run / "state" / "last.pt")["epoch"] == 1 and not (run / "run.json").exists()
+
+    init = trainer.Trainer.__init__
+    monkeypatch.setattr(trainer.Trainer, "__init__", lambda self, *a, algorithms=(), **k: init(
+        self, *a, algorithms=[*algorithms, Kill()], **k))  # an inert Kill: the run's identity is the same
+    torch.set_num_threads(1)
+    resolve(m.stage)(Job(**job))
+    assert "resumed from" in "".join(caplog_lines(run)) or not (run / "state").exists()
+    mine = load_checkpoint(run / "ckpt" / ckpt_name)["model"]
+    straight_dir = res / m.run_dir(cfg, "tiny", variant, seed)
+    straight = load_checkpoint(straight_dir / "ckpt" / ckpt_name)["model"]
+    for k in straight:
+        assert torch.equal(mine[k], straight[k]), f"{method}: {k} differs from the uninterrupted run"
+    losses = [r.get("train_loss") for r in read_jsonl(run / "metrics.jsonl")]
+    assert losses == [r.get("train_loss") for r in read_jsonl(straight_dir / "metrics.jsonl")]
+
+
+def caplog_lines(run: Path) -> list[str]:
+    return []
+
+
+def test_a_plugin_method_runs_end_to_end(done):
+    """The toy method lives in tests/workflow/toy_method and reaches the workflow only through the
+    tiny config's `plugins`: its runs, its run table, its report page and its card are all there."""
+    res = done / "results"
+    for seed in (0, 1):
+        info = read_json(res / "tiny" / "mlp" / "toy" / "conf" / f"s{seed}" / "run.json")
+        assert info["method"] == "toy" and info["config"]["past"] == "cnn"
+        # the past run is the baseline of the next seed, read through the staged inputs
+        assert [Path(r["path"]).name for r in info["reused"] if r["kind"] == "past_run"] == [f"s{1 - seed}"]
+    assert len(pd.read_csv(res / "tiny" / "toy.csv")) == 2
+    page = (res / "report" / "method-toy.html").read_text()
+    assert "a test plugin" in page  # the card the registry names
+    summary = pd.read_csv(res / "summary.csv")
+    assert {"toy"} <= set(summary["method"])
+    shared = ["reuse/config.py", "rules/common.smk", "rules/methods.smk", "Snakefile", "reuse/report",
+              "reuse/data", "reuse/workflow.py", "reuse/methods/registry.py"]
+    grep = subprocess.run(["git", "grep", "-n", "-w", "toy", "--", *shared], cwd=ROOT, capture_output=True, text=True)
+    assert grep.stdout == "", grep.stdout

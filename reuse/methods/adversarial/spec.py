@@ -13,7 +13,10 @@ from reuse.plan import (baseline_ckpt, baseline_seeds, checkpoint_epochs, resolv
 
 
 def _study_extra(config: dict, dataset: str) -> dict[str, list[str]]:
-    return {"robust": ADV.robust_files(config, dataset)}
+    """Every robust.json, and every adversarial run's run.json (its generation cost)."""
+    return {"robust": ADV.robust_files(config, dataset),
+            "run_files": [f"{ADV.run_dir(config, d, v, s)}/run.json" for d, v in ADV.variants(config) if d == dataset
+                          for s in ADV.seeds(config)]}
 
 
 def _study_params(config: dict) -> dict:

@@ -14,7 +14,7 @@ from reuse.methods.adversarial.attacks import MeanLogits, input_bounds, robust_e
 from reuse.methods.adversarial.cache import AdvCache, write_adv_cache
 from reuse.methods.adversarial.recycle import AdversarialTraining
 from reuse.train import build_from_checkpoint, load_checkpoint
-from reuse.workflow import Job, load_data, pick_device
+from reuse.workflow import Job, load_data, pick_device, run_key
 
 log = logging.getLogger("reuse")
 
@@ -104,15 +104,18 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     and each online variant of that model: ``robustness_retained`` = (robust - robust_baseline) /
     (robust_online - robust_baseline); ``cost_fraction`` = (own + generation FLOPs) / the online
     run's FLOPs (``cost_fraction_time``: the same in seconds). ``extra["robust"]``: every robust.json;
-    ``params["variants"]``: the variants' settings."""
+    ``extra["run_files"]``: every adversarial run's run.json; ``params["variants"]``: the variants'
+    settings. Rows and files are matched by :func:`reuse.workflow.run_key`, not by path."""
     variants = params["variants"]
-    robust = pd.DataFrame([{"run": str(Path(f).parent), "robust_acc": (r := read_json(f))["robust_acc"],
+    robust = pd.DataFrame([{"key": run_key(Path(f).parent), "robust_acc": (r := read_json(f))["robust_acc"],
                             "robust_clean_acc": r["clean_acc"]} for f in extra["robust"]])
-    runs = pd.concat([pd.read_csv(f) for f in runs_csvs], ignore_index=True).merge(robust, on="run", how="left")
-    runs["gen_time_s"] = runs["run"].map(lambda d: sum(x["time_s"] for x in read_json(f"{d}/run.json")["reused"]
-                                                       if x["kind"] == "adv_cache"))
-    runs["gen_flops"] = runs["run"].map(lambda d: sum(x["flops"] for x in read_json(f"{d}/run.json")["reused"]
-                                                      if x["kind"] == "adv_cache"))
+    gen = {run_key(Path(f).parent): [x for x in read_json(f)["reused"] if x["kind"] == "adv_cache"]
+           for f in extra["run_files"]}
+    runs = pd.concat([pd.read_csv(f) for f in runs_csvs], ignore_index=True)
+    runs["key"] = runs["run"].map(run_key)
+    runs = runs.merge(robust, on="key", how="left")
+    runs["gen_time_s"] = runs["key"].map(lambda k: sum(x["time_s"] for x in gen[k]))
+    runs["gen_flops"] = runs["key"].map(lambda k: sum(x["flops"] for x in gen[k]))
     runs["online"] = runs["variant"].map(lambda v: variants[v].get("online") is not None)
     runs["use"] = runs["variant"].map(lambda v: variants[v]["use"])
     runs["cache"] = runs["variant"].map(lambda v: variants[v].get("cache") or "")
@@ -126,7 +129,8 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     agg["cost_flops"] = agg["train_flops"] + agg["gen_flops"]
     agg["cost_with_past_time_s"] = agg["train_time_s"] + agg["reused_time_s"]
     agg["cost_with_past_flops"] = agg["train_flops"] + agg["reused_flops"]
-    base = pd.read_csv(baseline_csv).merge(robust, on="run", how="left")
+    base = pd.read_csv(baseline_csv)
+    base = base.assign(key=base["run"].map(run_key)).merge(robust, on="key", how="left")
     base = base.groupby(["dataset", "model"]).agg(
         baseline_n=("seed", "count"), baseline_acc_mean=("test_acc", "mean"), baseline_acc_std=("test_acc", "std"),
         baseline_robust_n=("robust_acc", "count"), baseline_robust_mean=("robust_acc", "mean"),

@@ -69,10 +69,10 @@ class KD(Method):
                 continue
             epochs = checkpoint_epochs(config, t["model"])
             mixup = v.get("mixup") or {}
-            for e in [t["epoch"]] + mixup.get("epochs", []):
+            for key, e in [("teacher.epoch", t["epoch"])] + [("mixup.epochs", e) for e in mixup.get("epochs", [])]:
                 if e != "last" and e not in epochs:
-                    problems.append(f"{where}: teacher epoch {e} is not a checkpoint epoch of '{t['model']}' {epochs}; "
-                                    "add it to the model's checkpoint_epochs or use last")
+                    problems.append(f"{where}.{key}: teacher epoch {e} is not a checkpoint epoch of '{t['model']}' "
+                                    f"{epochs}; add it to the model's checkpoint_epochs or use last")
             if t["runs"] > n_seeds:
                 problems.append(f"{where}.teacher.runs: {t['runs']} past runs asked for, but baseline.seeds has "
                                 f"{n_seeds}")

@@ -13,7 +13,15 @@ from reuse.methods.registry import Method, Study, register
 from reuse.plan import (BASELINE, baseline_seeds, checkpoint_epochs, cyclic_from, datasets_of, deep_merge, no_model,
                         recipe_for, run_path, trains_on, unknown)
 
-STUDY = Study("warm", ("warm", "soup", "averaging"), "reuse.methods.weights.stage:study")
+def _soup_runs(config: dict, dataset: str) -> dict[str, list[str]]:
+    """Every soup run's run.json (its ingredients' accuracies)."""
+    return {"soup_runs": [f"{SOUP.run_dir(config, d, v, s)}/run.json" for d, v in SOUP.variants(config) if d == dataset
+                          for s in SOUP.seeds(config)]}
+
+
+OWN = ("warm", "soup")  # this folder's methods whose runs start from past runs' weights
+
+STUDY = Study("warm", ("warm", "soup", "averaging"), "reuse.methods.weights.stage:study", extra=_soup_runs)
 
 
 def _same_arch_problem(where: str, config: dict, model: str, past: str, what: str) -> str | None:
@@ -35,10 +43,17 @@ class Warm(Method):
         v = self.variant(config, name)
         return {**deep_merge(recipe_for(config, v["model"]), v["train"]), "checkpoint_epochs": []}
 
+    def source_methods(self, config: dict) -> list[str]:
+        """The methods a warm start may start from: baseline and every registered method but the
+        ones of this folder, whose runs themselves start from warm starts."""
+        return [BASELINE] + [m.name for m in registry.methods(config) if m.name not in OWN]
+
     def source_on(self, config: dict, f: dict, dataset: str) -> bool:
-        """Whether the past runs ``from`` names exist on ``dataset``."""
+        """Whether the past runs ``from`` names exist on ``dataset`` (never for a method it may not name)."""
         if f["method"] == BASELINE:
             return trains_on(config, f["model"], dataset)
+        if f["method"] not in self.source_methods(config):
+            return False
         return (dataset, f["variant"]) in set(registry.get(f["method"], config).variants(config))
 
     def variants(self, config: dict) -> Iterator[tuple[str, str]]:
@@ -88,15 +103,19 @@ class Warm(Method):
                 epochs = checkpoint_epochs(config, f["model"])
                 if f["epoch"] != "last" and f["epoch"] not in epochs:
                     problems.append(f"{where}.from.epoch: {f['epoch']} is not a checkpoint epoch of '{f['model']}' "
-                                    f"{epochs}")
+                                    f"{epochs}; add it to the model's checkpoint_epochs or use last")
                 seeds = baseline_seeds(config)
             else:
-                names = [m.name for m in registry.methods(config) if m.name != self.name]
+                names = self.source_methods(config)
                 if f["method"] not in names:
-                    problems.append(unknown(f"{where}.from.method", "method", f["method"], [BASELINE, *names]))
+                    problems.append(unknown(f"{where}.from.method", "method to start from", f["method"], names))
                     continue
                 past_m = registry.get(f["method"], config)
                 past = past_m.block(config).get("variants", {})
+                if f["variant"] is None:
+                    problems.append(f"{where}.from.variant: a {f['method']} run is named by its variant; set it to one "
+                                    f"of {', '.join(past) or 'none (add one under ' + f['method'] + '.variants)'}")
+                    continue
                 if f["variant"] not in past:
                     problems.append(unknown(f"{where}.from.variant", f"{f['method']} variant", f["variant"], past))
                     continue

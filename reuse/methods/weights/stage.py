@@ -14,12 +14,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reuse.errors import ReuseError
 from reuse.io import atomic_path, read_json, sha256_file
-from reuse.methods.weights.weights import (WeightAveraging, average_state_dicts, greedy_soup, recompute_bn,
-                                           shrink_perturb)
+from reuse.methods.weights.weights import (WeightAveraging, average_state_dicts, check_same_architecture,
+                                           greedy_soup, recompute_bn, shrink_perturb)
 from reuse.models import build_model
 from reuse.plan import rescale_recipe
 from reuse.train import evaluate, load_checkpoint, seed_everything
-from reuse.workflow import Job, past_run_cost
+from reuse.workflow import Job, past_run_cost, run_key
 
 log = logging.getLogger("reuse")
 
@@ -35,6 +35,7 @@ def train_warm(job: Job) -> None:
     ckpt = load_checkpoint(past_ckpt, fingerprint=data.train.fingerprint)
     seed_everything(job.seed)  # the same draw fit_and_write makes: the fresh initialisation of this run
     fresh = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {}))
+    check_same_architecture(fresh.state_dict(), ckpt["model"], past_ckpt)
     init = shrink_perturb(ckpt["model"], fresh.state_dict(), cfg["shrink"], cfg["perturb"])
     init_id = f"{past_ckpt}@{sha256_file(past_ckpt)[:16]} shrink={cfg['shrink']} perturb={cfg['perturb']}"
     log.info("warm %s: from %s (epoch %d, seed %d), shrink %g perturb %g, %d epochs at lr %g", job.variant, past_ckpt,
@@ -129,11 +130,9 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     and for soups the mean accuracy of their best ingredient (the soup's bar)."""
     runs = pd.concat([pd.read_csv(f) for f in [baseline_csv, *runs_csvs]], ignore_index=True)
     runs = runs[runs["model"].isin(set(pd.concat([pd.read_csv(f) for f in runs_csvs])["model"]))]
-    best_ing = {}
-    for row in runs[runs["method"] == "soup"].itertuples(index=False):
-        accs = [x["test_acc"] for x in read_json(f"{row.run}/run.json")["reused"] if x["kind"] == "soup_ingredient"]
-        best_ing[row.run] = max(accs)
-    runs["best_ingredient_acc"] = runs["run"].map(best_ing)
+    best_ing = {run_key(Path(f).parent): max(x["test_acc"] for x in read_json(f)["reused"]
+                                             if x["kind"] == "soup_ingredient") for f in extra["soup_runs"]}
+    runs["best_ingredient_acc"] = runs["run"].map(run_key).map(best_ing)
     runs["variant"] = runs["variant"].fillna("")
 
     def ci(a: pd.Series) -> float:

@@ -1,0 +1,358 @@
+"""Per-method test settings, as Composer's ``algorithm_settings.py``: for every built-in method (and
+the shared ``scores`` stage) a minimal valid block on a tiny config, and the mistakes the config check
+must catch, each with the one problem it reports.
+
+A method that joins the registry (:data:`reuse.methods.registry.BUILTIN`) adds its entry here;
+``tests/methods/test_registry.py`` fails until it does. An entry holds:
+
+``block``
+    the top-level blocks added to :data:`BASE`: the method's own minimal block plus any block it
+    depends on (a soup needs a warm variant with ``from.seed``);
+``mistakes``
+    :class:`Mistake` s: top-level blocks that *replace* those of the minimal config whole, and the
+    start of the single problem they must give (``<key path>: <what is wrong>``);
+``text``
+    optional: a :class:`Mistake` whose variant changes its inputs, checked on the config's dataset
+    turned into a text dataset (``reuse.config._input_problems``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+# One MNIST-1D dataset, two models of different architectures, 3 epochs with a checkpoint at epoch 1
+# (checkpoint epochs [1, 3]), two baseline seeds and scores from both runs of model c.
+BASE: dict = {
+    "datasets": {"d": {"kind": "mnist1d", "holdout": 20, "mnist1d": {"num_samples": 300, "seed": 3}}},
+    "models": {"c": {"arch": "cnn1d", "args": {"channels": 8}}, "m": {"arch": "mlp", "args": {"hidden": [16]}}},
+    "train": {"epochs": 3, "checkpoint_epochs": [1]},
+    "baseline": {"seeds": [0, 1]},
+    # forgetting counts events in the scored runs' example_stats (train.example_stats, on by default)
+    "scores": {"model": "c", "runs": 2, "names": ["el2n", "loss", "forgetting"]},
+}
+
+
+class Mistake(NamedTuple):
+    id: str
+    blocks: dict
+    expected: str
+    #: a known package bug: the case is expected to fail (strictly, so a fix shows up), for this reason
+    xfail: str | None = None
+
+
+def _with(base: dict, **changes) -> dict:
+    """``base`` with top-level keys set (None removes one)."""
+    out = copy.deepcopy(base)
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def config(method: str, blocks: dict | None = None) -> dict:
+    """A fresh config: BASE, the method's minimal blocks, then ``blocks`` replacing top-level keys."""
+    return copy.deepcopy({**BASE, **SETTINGS[method]["block"], **(blocks or {})})
+
+
+# ----------------------------------------------------------------------------- kd
+KD_V = {"model": "m", "teacher": {"model": "c"}}
+
+
+def _kd(**changes) -> dict:
+    return {"kd": {"variants": {"v": _with(KD_V, **changes)}}}
+
+
+KD = {
+    "block": {"kd": {"variants": {"v": KD_V}}},
+    "mistakes": [
+        Mistake("kd-model", _kd(model="x"), "kd.variants.v.model: no model named 'x'"),
+        Mistake("kd-teacher-model", _kd(teacher={"model": "cc"}),
+                "kd.variants.v.teacher.model: no model named 'cc' (did you mean 'c'?)"),
+        Mistake("kd-teacher-epoch", _kd(teacher={"model": "c", "epoch": 2}),
+                "kd.variants.v.teacher.epoch: teacher epoch 2 is not a checkpoint epoch of 'c' [1, 3]"),
+        Mistake("kd-mixup-epoch", _kd(mixup={"kind": "checkpoint", "epochs": [2, "last"]}),
+                "kd.variants.v.mixup.epochs: teacher epoch 2 is not a checkpoint epoch of 'c' [1, 3]"),
+        Mistake("kd-teacher-runs", _kd(teacher={"model": "c", "runs": 5}),
+                "kd.variants.v.teacher.runs: 5 past runs asked for, but baseline.seeds has 2"),
+        Mistake("kd-mode-runs", _kd(mode="ensemble"), "kd.variants.v: mode ensemble needs teacher.runs >= 2"),
+        Mistake("kd-mixup-epochs", _kd(mixup={"kind": "checkpoint"}),
+                "kd.variants.v.mixup.epochs: checkpoint MixUp needs two teacher epochs"),
+        Mistake("kd-online-mixup", _kd(online=True, mixup={"kind": "input"}),
+                "kd.variants.v: an online teacher is a single run without MixUp"),
+        Mistake("kd-online-mode", _kd(online=True, mode="random", teacher={"model": "c", "runs": 2}),
+                "kd.variants.v: an online teacher is a single run without MixUp"),
+        Mistake("kd-mixup-mode", _kd(mode="ensemble", teacher={"model": "c", "runs": 2},
+                                     mixup={"kind": "checkpoint", "epochs": [1, "last"]}),
+                "kd.variants.v: checkpoint MixUp uses one past run (mode: single)"),
+        Mistake("kd-milestones", _kd(train={"schedule": {"name": "step", "milestones": [5]}}),
+                "kd.variants.v.train.schedule.milestones: [5] lie beyond epochs=3"),
+        Mistake("kd-student-renamed", _kd(student="m"), "kd.variants.v.student: renamed to 'model'"),
+        Mistake("kd-unknown-key", _kd(temprature=2), "kd.variants.v.temprature: unknown key (did you mean 'temperature'?)"),
+        Mistake("kd-mode-enum", _kd(mode="ensembel"),
+                "kd.variants.v.mode: 'ensembel' is not one of ['single', 'ensemble', 'random'] (did you mean 'ensemble'?)"),
+        Mistake("kd-block-key", {"kd": {"variant": {"v": KD_V}}}, "kd.variant: unknown key (did you mean 'variants'?)"),
+    ],
+    "text": Mistake("kd-text-mixup", _kd(mixup={"kind": "input"}),
+                    "kd.variants.v.mixup: input MixUp mixes inputs, which the token ids of text dataset 'd' are not; "
+                    "use checkpoint MixUp or none"),
+}
+
+
+# ----------------------------------------------------------------------------- prune, curriculum, reweight
+def _scored(method: str, base: dict, extra: list[Mistake]) -> dict:
+    """The checks every score-reading method shares (reuse/methods/scored.py), then its own."""
+
+    def v(**changes) -> dict:
+        return {method: {"variants": {"v": _with(base, **changes)}}}
+
+    return {
+        "block": {method: {"variants": {"v": base}}},
+        "mistakes": [
+            Mistake(f"{method}-model", v(model="mm"), f"{method}.variants.v.model: no model named 'mm' (did you mean 'm'?)"),
+            Mistake(f"{method}-score-null", v(score=None), f"{method}.variants.v.score: this variant orders examples by a "
+                    "score; name one of ['el2n', 'loss', 'forgetting']"),
+            Mistake(f"{method}-no-scores-model", {"scores": {"model": None}},
+                    f"{method}.variants.v: uses score '{base['score']}' but scores.model is not set"),
+            Mistake(f"{method}-score-not-computed", v(score="margin"),
+                    f"{method}.variants.v.score: 'margin' is not computed; add it to scores.names"),
+            Mistake(f"{method}-epoch", v(epoch=2), f"{method}.variants.v.epoch: 2 is not a scored epoch [1, 3]"),
+            Mistake(f"{method}-score-enum", v(score="el2m"), f"{method}.variants.v.score: 'el2m' is not one of"),
+            Mistake(f"{method}-unknown-key", v(bugdet=0.5), f"{method}.variants.v.bugdet: unknown key (did you mean 'budget'?)"),
+            *extra,
+        ],
+    }
+
+
+PRUNE_V = {"model": "c", "score": "el2n", "keep": 0.5}
+PRUNE = _scored("prune", PRUNE_V, [
+    Mistake("prune-mode-enum", {"prune": {"variants": {"v": {**PRUNE_V, "mode": "hardst"}}}},
+            "prune.variants.v.mode: 'hardst' is not one of ['hardest', 'easiest', 'random', 'drop_noisy'] "
+            "(did you mean 'hardest'?)"),
+    Mistake("prune-keep-required", {"prune": {"variants": {"v": {"model": "c", "score": "el2n"}}}},
+            "prune.variants.v: 'keep' is required but missing"),
+    Mistake("prune-keep-max", {"prune": {"variants": {"v": {**PRUNE_V, "keep": 1.5}}}},
+            "prune.variants.v.keep: 1.5 is greater than the maximum of 1"),
+])
+
+CURRICULUM_V = {"model": "m", "score": "forgetting", "epoch": 1}
+CURRICULUM = _scored("curriculum", CURRICULUM_V, [
+    Mistake("curriculum-order-enum", {"curriculum": {"variants": {"v": {**CURRICULUM_V, "order": "easyy"}}}},
+            "curriculum.variants.v.order: 'easyy' is not one of ['easy', 'anti', 'random'] (did you mean 'easy'?)"),
+    Mistake("curriculum-pacing-enum", {"curriculum": {"variants": {"v": {**CURRICULUM_V, "pacing": "expo"}}}},
+            "curriculum.variants.v.pacing: 'expo' is not one of ['linear', 'exp', 'step'] (did you mean 'exp'?)"),
+    Mistake("curriculum-seeds", {"curriculum": {"seeds": [0, 0], "variants": {"v": CURRICULUM_V}}},
+            "curriculum.seeds: [0, 0] has non-unique elements"),
+])
+
+REWEIGHT_V = {"model": "m", "score": "loss", "strength": 0.5}
+REWEIGHT = _scored("reweight", REWEIGHT_V, [
+    Mistake("reweight-strength-max", {"reweight": {"variants": {"v": {**REWEIGHT_V, "strength": 2}}}},
+            "reweight.variants.v.strength: 2 is greater than the maximum of 1"),
+    # `score` is required by the schema, but its default (null) is filled first: the semantic check reports it
+    Mistake("reweight-score-missing", {"reweight": {"variants": {"v": {"model": "m"}}}},
+            "reweight.variants.v.score: this variant orders examples by a score; name one of"),
+])
+
+
+# ----------------------------------------------------------------------------- adv
+ADV_CACHE = {"source": {"model": "c", "runs": 2}, "attack": {"kind": "fgsm", "eps": 0.2}}
+ADV_BLOCK = {"robust": {"kind": "fgsm", "eps": 0.2},
+             "caches": {"k": ADV_CACHE},
+             "variants": {"v": {"model": "c", "cache": "k", "ratio": 0.5},
+                          "o": {"model": "m", "online": {"kind": "fgsm", "eps": 0.2}}}}
+# a second dataset, on which model m does not train (models.m.datasets)
+TWO_DATASETS = {"datasets": {**BASE["datasets"], "e": {"kind": "mnist1d", "mnist1d": {"num_samples": 300, "seed": 4}}},
+                "models": {**BASE["models"], "m": {**BASE["models"]["m"], "datasets": ["d"]}}}
+
+
+def _adv(caches: dict | None = None, **variants) -> dict:
+    out = copy.deepcopy(ADV_BLOCK)
+    if caches is not None:
+        out["caches"] = caches
+    for name, v in variants.items():
+        if v is None:
+            out["variants"].pop(name)
+        else:
+            out["variants"][name] = v
+    return {"adv": out}
+
+
+ADV = {
+    "block": {"adv": ADV_BLOCK},
+    "mistakes": [
+        Mistake("adv-source-model", _adv(caches={"k": {**ADV_CACHE, "source": {"model": "x"}}}),
+                "adv.caches.k.source.model: no model named 'x'"),
+        Mistake("adv-source-runs", _adv(caches={"k": {**ADV_CACHE, "source": {"model": "c", "runs": 5}}}),
+                "adv.caches.k.source.runs: 5 past runs asked for, but baseline.seeds has 2"),
+        Mistake("adv-source-epoch", _adv(caches={"k": {**ADV_CACHE, "source": {"model": "c", "epoch": 2}}}),
+                "adv.caches.k.source.epoch: 2 is not a checkpoint epoch of 'c' [1, 3]"),
+        Mistake("adv-model", _adv(v={"model": "cc", "cache": "k"}), "adv.variants.v.model: no model named 'cc' (did you mean 'c'?)"),
+        Mistake("adv-cache-and-online", _adv(v={"model": "c", "cache": "k", "online": {"kind": "fgsm", "eps": 0.1}}),
+                "adv.variants.v: set exactly one of cache (recycled examples, a key of adv.caches) and online"),
+        Mistake("adv-neither", _adv(v={"model": "c"}), "adv.variants.v: set exactly one of cache"),
+        Mistake("adv-cache", _adv(v={"model": "c", "cache": "kk"}),
+                "adv.variants.v.cache: no cache in adv.caches named 'kk' (did you mean 'k'?)"),
+        Mistake("adv-ratio", _adv(v={"model": "c", "cache": "k", "use": "advprop", "ratio": 0}),
+                "adv.variants.v.ratio: 0 makes no example adversarial"),
+        Mistake("adv-model-dataset", {**TWO_DATASETS, **_adv()},
+                "adv.variants.o: runs on dataset 'e', where model 'm' does not train (models.m.datasets); set the "
+                "variant's datasets"),
+        Mistake("adv-cache-dataset", {**TWO_DATASETS, **_adv(caches={"k": {**ADV_CACHE, "datasets": ["d"]}},
+                                                             o={"model": "m", "online": {"kind": "fgsm", "eps": 0.2},
+                                                                "datasets": ["d"]})},
+                "adv.variants.v: runs on dataset 'e' but cache 'k' is not built there (adv.caches.k.datasets)"),
+        Mistake("adv-cache-source-dataset", {**TWO_DATASETS, **_adv(caches={"k": {**ADV_CACHE, "source": {"model": "m"}}},
+                                                                    o=None)},
+                "adv.variants.v: cache 'k' attacks past runs of 'm', which does not train on dataset 'e'"),
+        Mistake("adv-use-enum", _adv(v={"model": "c", "cache": "k", "use": "mixx"}),
+                "adv.variants.v.use: 'mixx' is not one of ['mix', 'mixup', 'advprop'] (did you mean 'mix'?)"),
+        Mistake("adv-attack-kind-enum", _adv(caches={"k": {**ADV_CACHE, "attack": {"kind": "pgdd", "eps": 0.2}}}),
+                "adv.caches.k.attack.kind: 'pgdd' is not one of ['fgsm', 'pgd'] (did you mean 'pgd'?)"),
+        Mistake("adv-unknown-key", {"adv": {**ADV_BLOCK, "robst": {"kind": "fgsm", "eps": 0.2}}},
+                "adv.robst: unknown key (did you mean 'robust'?)"),
+    ],
+    "text": Mistake("adv-text", _adv(o=None), "adv.variants.v: adversarial examples perturb inputs, which the token ids of text "
+                                    "dataset 'd' are not; list non-text `datasets` for it"),
+}
+
+
+# ----------------------------------------------------------------------------- warm, soup, averaging
+WARM_V = {"model": "m", "from": {"model": "m", "seed": 0}, "train": {"epochs": 2}}
+
+
+def _warm(**changes) -> dict:
+    return {"warm": {"variants": {"w": _with(WARM_V, **changes)}}}
+
+
+WARM = {
+    "block": {"warm": {"variants": {"w": WARM_V}}},
+    "mistakes": [
+        Mistake("warm-model", _warm(model="x"), "warm.variants.w.model: no model named 'x'"),
+        Mistake("warm-from-model", _warm(**{"from": {"model": "x"}}), "warm.variants.w.from.model: no model named 'x'"),
+        Mistake("warm-arch", _warm(**{"from": {"model": "c"}}),
+                "warm.variants.w: model 'm' (mlp {'hidden': [16]}) and from.model 'c' (cnn1d {'channels': 8}) differ "
+                "in architecture"),
+        Mistake("warm-baseline-variant", _warm(**{"from": {"model": "m", "variant": "v"}}),
+                "warm.variants.w.from.variant: a baseline run has no variant; remove it"),
+        Mistake("warm-from-epoch", _warm(**{"from": {"model": "m", "epoch": 2}}),
+                "warm.variants.w.from.epoch: 2 is not a checkpoint epoch of 'm' [1, 3]"),
+        Mistake("warm-from-seed", _warm(**{"from": {"model": "m", "seed": 7}}),
+                "warm.variants.w.from.seed: 7 is not a seed of the past runs [0, 1]"),
+        Mistake("warm-from-method", _warm(**{"from": {"model": "m", "method": "kdd", "variant": "v"}}),
+                "warm.variants.w.from.method: no method to start from named 'kdd' (did you mean 'kd'?)"),
+        Mistake("warm-from-self", _warm(**{"from": {"model": "m", "method": "warm", "variant": "w"}}),
+                "warm.variants.w.from.method: no method to start from named 'warm'"),
+        Mistake("warm-from-no-variant", {**_warm(**{"from": {"model": "m", "method": "kd"}}), **KD["block"]},
+                "warm.variants.w.from.variant: a kd run is named by its variant; set it to one of v"),
+        Mistake("warm-from-variant", {**_warm(**{"from": {"model": "m", "method": "kd", "variant": "x"}}),
+                                      **KD["block"]},
+                "warm.variants.w.from.variant: no kd variant named 'x'; have v"),
+        Mistake("warm-from-past-model", {**_warm(model="c", **{"from": {"model": "c", "method": "kd", "variant": "v"}}),
+                                         **KD["block"]},
+                "warm.variants.w.from.model: kd variant 'v' trains 'm', not 'c'"),
+        Mistake("warm-from-past-epoch", {**_warm(**{"from": {"model": "m", "method": "kd", "variant": "v", "epoch": 1}}),
+                                         **KD["block"]},
+                "warm.variants.w.from.epoch: only baseline runs keep intermediate checkpoints; use `last`"),
+        Mistake("warm-shrink-min", _warm(shrink=-1), "warm.variants.w.shrink: -1 is less than the minimum of 0"),
+        Mistake("warm-unknown-key", _warm(perturbe=0.1), "warm.variants.w.perturbe: unknown key (did you mean 'perturb'?)"),
+    ],
+}
+
+SOUP_V = {"model": "m", "ingredients": {"variant": "w", "runs": 2}}
+
+
+def _soup(**changes) -> dict:
+    return {"soup": {"variants": {"s": _with(SOUP_V, **changes)}}}
+
+
+SOUP = {
+    "block": {**WARM["block"], "soup": {"variants": {"s": SOUP_V}}},
+    "mistakes": [
+        Mistake("soup-model", _soup(model="x"), "soup.variants.s.model: no model named 'x'"),
+        Mistake("soup-ingredients-variant", _soup(ingredients={"variant": "ww", "runs": 2}),
+                "soup.variants.s.ingredients.variant: no warm variant named 'ww' (did you mean 'w'?)"),
+        Mistake("soup-no-warm", {"warm": {}}, "soup.variants.s.ingredients.variant: no warm variant named 'w'; have "
+                                              "none; add it under warm.variants"),
+        Mistake("soup-model-mismatch", {"warm": {"variants": {"w": {**WARM_V, "model": "c",
+                                                                    "from": {"model": "c", "seed": 0}}}}},
+                "soup.variants.s.model: the ingredients (warm variant 'w') train 'c', not 'm'"),
+        Mistake("soup-runs", _soup(ingredients={"variant": "w", "runs": 5}),
+                "soup.variants.s.ingredients.runs: 5 runs asked for, but warm has 2 seeds"),
+        Mistake("soup-runs-default", _soup(ingredients={"variant": "w"}),
+                "soup.variants.s.ingredients.runs: 4 runs asked for, but warm has 2 seeds"),
+        Mistake("soup-from-seed", {"warm": {"variants": {"w": {**WARM_V, "from": {"model": "m"}}}}},
+                "soup.variants.s.ingredients: the runs of warm variant 'w' start from different past runs (its "
+                "from.seed is null)"),
+        Mistake("soup-greedy-holdout", {**_soup(recipe="greedy"),
+                                        "datasets": {"d": {**BASE["datasets"]["d"], "holdout": 0}}},
+                "soup.variants.s.recipe: a greedy soup chooses ingredients by held-out accuracy, but dataset 'd' holds "
+                "no examples out; set datasets.d.holdout"),
+        Mistake("soup-recipe-enum", _soup(recipe="greed"),
+                "soup.variants.s.recipe: 'greed' is not one of ['uniform', 'greedy'] (did you mean 'greedy'?)"),
+        Mistake("soup-bn-enum", _soup(bn="averag"),
+                "soup.variants.s.bn: 'averag' is not one of ['recompute', 'average'] (did you mean 'average'?)"),
+        Mistake("soup-ingredients-key", _soup(ingredients={"variant": "w", "run": 2}),
+                "soup.variants.s.ingredients.run: unknown key (did you mean 'runs'?)"),
+    ],
+}
+
+AVERAGING_V = {"model": "c", "kind": "swa", "start": 0.5}
+
+
+def _averaging(**changes) -> dict:
+    return {"averaging": {"variants": {"a": _with(AVERAGING_V, **changes)}}}
+
+
+AVERAGING = {
+    "block": {"averaging": {"variants": {"a": AVERAGING_V}}},
+    "mistakes": [
+        Mistake("averaging-model", _averaging(model="cc"), "averaging.variants.a.model: no model named 'cc' (did you mean 'c'?)"),
+        Mistake("averaging-kind-enum", _averaging(kind="swaa"),
+                "averaging.variants.a.kind: 'swaa' is not one of ['swa', 'ema'] (did you mean 'swa'?)"),
+        Mistake("averaging-kind-required", _averaging(kind=None), "averaging.variants.a: 'kind' is required but missing"),
+        Mistake("averaging-start-max", _averaging(start=1), "averaging.variants.a.start: 1 is greater than or equal to the maximum of 1"),
+        Mistake("averaging-unknown-key", _averaging(decy=0.99), "averaging.variants.a.decy: unknown key (did you mean 'decay'?)"),
+        Mistake("averaging-seeds", {"averaging": {"seeds": [-1], "variants": {"a": AVERAGING_V}}},
+                "averaging.seeds.0: -1 is less than the minimum of 0"),
+    ],
+}
+
+
+# ----------------------------------------------------------------------------- scores (a shared stage)
+def _scores(**changes) -> dict:
+    return {"scores": _with(BASE["scores"], **changes)}
+
+
+SCORES = {
+    "block": {},  # BASE holds the scores block
+    "mistakes": [
+        Mistake("scores-model", _scores(model="cc"), "scores.model: no model named 'cc' (did you mean 'c'?)"),
+        Mistake("scores-runs", _scores(runs=5), "scores.runs: 5 past runs asked for, but baseline.seeds has 2"),
+        Mistake("scores-epochs", _scores(epochs=[2, "last"]), "scores.epochs: 2 is not a checkpoint epoch of 'c' [1, 3]"),
+        Mistake("scores-forgetting", {"models": {**BASE["models"], "c": {**BASE["models"]["c"],
+                                                                          "train": {"example_stats": False}}}},
+                "scores.names: forgetting needs the runs of 'c' to record example_stats; set train.example_stats: "
+                "true or drop forgetting"),
+        Mistake("scores-names-enum", _scores(names=["el2m"]), "scores.names.0: 'el2m' is not one of"),
+        Mistake("scores-unknown-key", _scores(run=2), "scores.run: unknown key (did you mean 'runs'?)"),
+    ],
+}
+
+
+SETTINGS: dict[str, dict] = {
+    "kd": KD,
+    "prune": PRUNE,
+    "curriculum": CURRICULUM,
+    "reweight": REWEIGHT,
+    "adv": ADV,
+    "warm": WARM,
+    "soup": SOUP,
+    "averaging": AVERAGING,
+    "scores": SCORES,
+}
+
+#: the entries that are not registered methods (shared stages)
+SHARED = ("scores",)
