@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from typing import Iterable, Iterator
 
@@ -132,6 +133,13 @@ def rescale_recipe(recipe: dict, epochs: int, time_factor: float) -> dict:
     sched["warmup_epochs"] = sched.get("warmup_epochs", 0) * time_factor
     sched["milestones"] = [m * time_factor for m in sched.get("milestones", [])]
     return {**recipe, "epochs": int(epochs), "schedule": sched, "checkpoint_epochs": []}
+
+
+def budget_recipe(recipe: dict, budget: float) -> dict:
+    """``recipe`` cut (or stretched) to ``budget`` times its epochs, at least one, rounded up, with
+    its schedule rescaled to match (:func:`rescale_recipe`)."""
+    epochs = max(1, math.ceil(budget * recipe["epochs"]))
+    return rescale_recipe(recipe, epochs, epochs / recipe["epochs"])
 
 
 # ----------------------------------------------------------------------------- scores (a shared stage)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import math
 
 from reuse.methods.curriculum.curriculum import Curriculum, curriculum_order
-from reuse.plan import rescale_recipe
+from reuse.plan import budget_recipe
 from reuse.scores import job_difficulty
 from reuse.workflow import Job
 
@@ -14,13 +13,12 @@ log = logging.getLogger("reuse")
 
 
 def train(job: Job) -> None:
-    cfg, recipe = job.cfg, job.recipe
+    cfg = job.cfg
     data = job.data()
     diff, reused = job_difficulty(job, data)
-    epochs = recipe["epochs"]
-    new_epochs = max(1, math.ceil(cfg["budget"] * epochs))
+    recipe = budget_recipe(job.recipe, cfg["budget"])
     algo = Curriculum(curriculum_order(diff, cfg["order"], seed=job.seed, n=len(data.train)), pacing=cfg["pacing"],
                       start=cfg["start"], full_at=cfg["full_at"], stages=cfg["stages"])
     log.info("curriculum %s: %s order by %s, %s pacing from %.2f to all data at %.0f%% of %d epochs", job.variant,
-             cfg["order"], cfg["score"], cfg["pacing"], cfg["start"], 100 * cfg["full_at"], new_epochs)
-    job.fit(data, recipe=rescale_recipe(recipe, new_epochs, new_epochs / epochs), algorithms=[algo], reused=reused)
+             cfg["order"], cfg["score"], cfg["pacing"], cfg["start"], 100 * cfg["full_at"], recipe["epochs"])
+    job.fit(data, recipe=recipe, algorithms=[algo], reused=reused)

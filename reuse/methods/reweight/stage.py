@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import math
 
 from reuse.methods.reweight.reweight import Reweight, rank_weights
-from reuse.plan import rescale_recipe
+from reuse.plan import budget_recipe
 from reuse.scores import job_difficulty
 from reuse.workflow import Job
 
@@ -14,12 +13,8 @@ log = logging.getLogger("reuse")
 
 
 def train(job: Job) -> None:
-    cfg, recipe = job.cfg, job.recipe
     data = job.data()
     diff, reused = job_difficulty(job, data)
-    epochs = recipe["epochs"]
-    new_epochs = max(1, math.ceil(cfg["budget"] * epochs))
-    w = rank_weights(diff, cfg["strength"])
-    log.info("reweight %s: weights %.2f..%.2f by %s rank", job.variant, w.min(), w.max(), cfg["score"])
-    job.fit(data, recipe=rescale_recipe(recipe, new_epochs, new_epochs / epochs), algorithms=[Reweight(w)],
-            reused=reused)
+    w = rank_weights(diff, job.cfg["strength"])
+    log.info("reweight %s: weights %.2f..%.2f by %s rank", job.variant, w.min(), w.max(), job.cfg["score"])
+    job.fit(data, recipe=budget_recipe(job.recipe, job.cfg["budget"]), algorithms=[Reweight(w)], reused=reused)
