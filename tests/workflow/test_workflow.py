@@ -3,6 +3,7 @@ resume after an interruption, and one clear error for each kind of bad input."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -20,8 +21,12 @@ import torch
 import yaml
 
 from reuse.cache import LogitCache
+from reuse.config import validate_config
 from reuse.io import read_json, read_jsonl
+from reuse.methods.registry import get, methods, resolve
 from reuse.scores import ScoreTable
+from reuse.train import load_checkpoint, trainer
+from reuse.workflow import Job
 from tests.helpers import ROOT, Kill, jobs, smk, snapshot
 
 pytestmark = pytest.mark.workflow
@@ -174,9 +179,9 @@ def test_report_summary_and_pages(done):
     res = done / "results"
     summary = pd.read_parquet(res / "summary.parquet")
     runs, aggs = summary[summary["row"] == "run"], summary[summary["row"] == "aggregate"]
-    assert len(runs) == 26 and (runs["status"] == "ok").all()
-    assert len(aggs) == 13 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
-        "baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm", "soup", "averaging"}
+    assert len(runs) == 28 and (runs["status"] == "ok").all()  # 26 of the built-in methods, 2 of the plugin's
+    assert len(aggs) == 14 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
+        "baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm", "soup", "averaging", "toy"}
     info = read_json(res / "tiny" / "mlp" / "kd" / "ens" / "s0" / "run.json")
     assert 0 <= info["final"]["test_ece"] <= 1 and info["final"]["ece_bins"] == 15
     assert np.isclose(info["final"]["test_nll"], info["final"]["test_loss"], rtol=1e-4)
@@ -184,7 +189,7 @@ def test_report_summary_and_pages(done):
     pages = {p.name for p in (res / "report").glob("*.html")}
     assert pages == {"index.html", "frontier.html", "recommendations.html", "runs.html", "scores-tiny.html",
                      *(f"method-{m}.html" for m in ("baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm",
-                                                    "soup", "averaging"))}
+                                                    "soup", "averaging", "toy"))}
     for axis in AXES:
         for ext in ("png", "svg"):
             assert (res / "report" / "figures" / f"frontier_tiny_{axis}.{ext}").stat().st_size > 1000
@@ -192,6 +197,99 @@ def test_report_summary_and_pages(done):
     assert r.returncode == 0, r.stderr[-3000:]
     text = (done / "report.html").read_text()
     assert "Training efficiency frontier" in text and "frontier_tiny_time_full.svg" in text
+
+
+# ----------------------------------------------------------------------------- every registered method
+# (before the tests below that damage and rebuild parts of the finished workflow)
+def _tiny_config() -> dict:
+    return validate_config(yaml.safe_load(CONFIG.read_text()))
+
+
+def _method_runs() -> list:
+    """(method, variant) of the first variant of every method the tiny config registers, plugins included."""
+    cfg = _tiny_config()
+    return [pytest.param(m.name, next(v for ds, v in m.variants(cfg) if ds == "tiny"), id=m.name)
+            for m in methods(cfg) if any(ds == "tiny" for ds, _ in m.variants(cfg))]
+
+
+_KILLED = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from reuse.train import trainer
+from tests.helpers import Kill
+
+init = trainer.Trainer.__init__
+def with_kill(self, *args, algorithms=(), **kwargs):  # SIGKILL at the end of epoch 2, before its checkpoint
+    init(self, *args, algorithms=[*algorithms, Kill(epoch=2, sigkill=True)], **kwargs)
+trainer.Trainer.__init__ = with_kill
+from reuse.methods.registry import resolve
+from reuse.workflow import Job
+spec = json.load(open(sys.argv[1]))
+resolve(spec["stage"])(Job(**spec["job"]))
+"""
+
+
+@pytest.mark.parametrize("method, variant", _method_runs())
+def test_every_method_resumes_exactly_after_sigkill(done, tmp_path, monkeypatch, caplog, method, variant):
+    """One run of each registered method, through its own stage and the files the workflow gave it,
+    killed (SIGKILL) at the end of its second epoch, then resumed: its final weights and per-epoch
+    losses equal those of the uninterrupted run the workflow made."""
+    cfg, res, seed = _tiny_config(), done / "results", 1
+    m = get(method, cfg)
+    key, ckpt_name = m.final_checkpoint(cfg, variant)
+    run = tmp_path / "run"
+    job = {"method": method, "variant": variant, "cfg": m.variant(cfg, variant), "model": m.model(cfg, variant),
+           "model_cfg": cfg["models"][m.model(cfg, variant)], "recipe": m.recipe(cfg, variant), "seed": seed,
+           "data_dir": str(res / "tiny" / "data"),
+           "inputs": {k: [str(res / f) for f in v] for k, v in m.inputs(cfg, "tiny", variant, seed).items()},
+           "params": m.params(cfg, "tiny", variant),
+           "outputs": {"ckpts": {key: str(run / "ckpt" / ckpt_name)}, "metrics": str(run / "metrics.jsonl"),
+                       "run": str(run / "run.json"), "predictions": str(run / "predictions.npz"),
+                       "example_stats": str(run / "example_stats.npz") if m.example_stats(cfg, variant) else None},
+           "device_name": "cpu", "progress": "off"}
+    (tmp_path / "job.json").write_text(json.dumps({"stage": m.stage, "job": job}))
+    (tmp_path / "killed.py").write_text(_KILLED)
+    proc = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "job.json")], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert load_checkpoint(run / "state" / "last.pt")["epoch"] == 1 and not (run / "run.json").exists()
+
+    init = trainer.Trainer.__init__
+    monkeypatch.setattr(trainer.Trainer, "__init__", lambda self, *a, algorithms=(), **k: init(
+        self, *a, algorithms=[*algorithms, Kill()], **k))  # an inert Kill: the run's identity is the same
+    torch.set_num_threads(1)
+    with caplog.at_level(logging.INFO, logger="reuse.train"):
+        resolve(m.stage)(Job(**job))
+    assert re.search(r"resumed from \S+last\.pt at epoch 1 ", caplog.text), caplog.text[-2000:]
+    assert not (run / "state").exists()
+    mine = load_checkpoint(run / "ckpt" / ckpt_name)["model"]
+    straight_dir = res / m.run_dir(cfg, "tiny", variant, seed)
+    straight = load_checkpoint(straight_dir / "ckpt" / ckpt_name)["model"]
+    for k in straight:
+        assert torch.equal(mine[k], straight[k]), f"{method}: {k} differs from the uninterrupted run"
+    losses = [r.get("train_loss") for r in read_jsonl(run / "metrics.jsonl")]
+    assert losses == [r.get("train_loss") for r in read_jsonl(straight_dir / "metrics.jsonl")]
+
+
+def test_a_plugin_method_runs_end_to_end(done):
+    """The toy method lives in tests/workflow/toy_method and reaches the workflow only through the
+    tiny config's `plugins`: its runs, its run table, its report page and its card are all there."""
+    res = done / "results"
+    for seed in (0, 1):
+        info = read_json(res / "tiny" / "mlp" / "toy" / "conf" / f"s{seed}" / "run.json")
+        assert info["method"] == "toy" and info["config"]["past"] == "cnn"
+        # the past run is the baseline of the next seed, read through the staged inputs
+        assert [Path(r["path"]).name for r in info["reused"] if r["kind"] == "past_run"] == [f"s{1 - seed}"]
+    assert len(pd.read_csv(res / "tiny" / "toy.csv")) == 2
+    page = (res / "report" / "method-toy.html").read_text()
+    assert "how unsure a past baseline run was of its label" in page  # from the card the registry names
+    summary = pd.read_csv(res / "summary.csv")
+    assert {"toy"} <= set(summary["method"])
+    shared = ["reuse/config.py", "rules/common.smk", "rules/methods.smk", "Snakefile", "reuse/report",
+              "reuse/data", "reuse/workflow.py", "reuse/methods/registry.py"]
+    grep = subprocess.run(["git", "grep", "-n", "-w", "toy", "--", *shared], cwd=ROOT, capture_output=True, text=True)
+    assert grep.stdout == "", grep.stdout
 
 
 def test_rerun_is_a_no_op(done):
@@ -287,8 +385,8 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     cfg = yaml.safe_load(CONFIG.read_text())
     cfg["models"] = {"mlp": {"arch": "mlp", "args": {"hidden": [64, 64]}}}
     cfg["baseline"]["seeds"] = [0]
-    for key in ("kd", "scores", "prune", "curriculum", "reweight", "adv", "warm", "soup", "averaging"):
-        cfg.pop(key)
+    for key in ["scores", "plugins", *(m.name for m in methods(cfg))]:  # baselines only
+        cfg.pop(key, None)
     cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
     cfg["report"] = {"figures": [], "bootstrap": {"resamples": 200}}
     conf = tmp_path / "long.yaml"
@@ -313,106 +411,3 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     assert re.search(r"resumed from .*last\.pt at epoch [1-9]", log), log[-2000:]
     assert [m["epoch"] for m in read_jsonl(state.parent / "metrics.jsonl")] == list(range(1, 61))
     assert not state.exists()
-
-
-# ----------------------------------------------------------------------------- every registered method
-def _tiny_config() -> dict:
-    from reuse.config import validate_config
-
-    return validate_config(yaml.safe_load(CONFIG.read_text()))
-
-
-def _method_runs() -> list:
-    """(method, variant) of the first variant of every method the tiny config registers, plugins included."""
-    from reuse.methods.registry import methods
-
-    cfg = _tiny_config()
-    return [pytest.param(m.name, next(v for ds, v in m.variants(cfg) if ds == "tiny"), id=m.name)
-            for m in methods(cfg) if any(ds == "tiny" for ds, _ in m.variants(cfg))]
-
-
-_KILLED = """
-import json, sys
-import torch
-torch.set_num_threads(1)
-from reuse.train import trainer
-from tests.helpers import Kill
-
-init = trainer.Trainer.__init__
-def with_kill(self, *args, algorithms=(), **kwargs):  # SIGKILL at the end of epoch 2, before its checkpoint
-    init(self, *args, algorithms=[*algorithms, Kill(epoch=2, sigkill=True)], **kwargs)
-trainer.Trainer.__init__ = with_kill
-from reuse.methods.registry import resolve
-from reuse.workflow import Job
-spec = json.load(open(sys.argv[1]))
-resolve(spec["stage"])(Job(**spec["job"]))
-"""
-
-
-@pytest.mark.parametrize("method, variant", _method_runs())
-def test_every_method_resumes_exactly_after_sigkill(done, tmp_path, monkeypatch, caplog, method, variant):
-    """One run of each registered method, through its own stage and the files the workflow gave it,
-    killed (SIGKILL) at the end of its second epoch, then resumed: its final weights and per-epoch
-    losses equal those of the uninterrupted run the workflow made."""
-    import json
-
-    from reuse.io import read_jsonl
-    from reuse.methods.registry import get, resolve
-    from reuse.train import load_checkpoint, trainer
-    from reuse.workflow import Job
-
-    cfg, res, seed = _tiny_config(), done / "results", 1
-    m = get(method, cfg)
-    key, ckpt_name = m.final_checkpoint(cfg, variant)
-    run = tmp_path / "run"
-    job = {"method": method, "variant": variant, "cfg": m.variant(cfg, variant), "model": m.model(cfg, variant),
-           "model_cfg": cfg["models"][m.model(cfg, variant)], "recipe": m.recipe(cfg, variant), "seed": seed,
-           "data_dir": str(res / "tiny" / "data"),
-           "inputs": {k: [str(res / f) for f in v] for k, v in m.inputs(cfg, "tiny", variant, seed).items()},
-           "params": m.params(cfg, "tiny", variant),
-           "outputs": {"ckpts": {key: str(run / "ckpt" / ckpt_name)}, "metrics": str(run / "metrics.jsonl"),
-                       "run": str(run / "run.json"), "predictions": str(run / "predictions.npz"),
-                       "example_stats": str(run / "example_stats.npz") if m.example_stats(cfg, variant) else None},
-           "device_name": "cpu", "progress": "off"}
-    (tmp_path / "job.json").write_text(json.dumps({"stage": m.stage, "job": job}))
-    (tmp_path / "killed.py").write_text(_KILLED)
-    proc = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "job.json")], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert load_checkpoint(run / "state" / "last.pt")["epoch"] == 1 and not (run / "run.json").exists()
-
-    init = trainer.Trainer.__init__
-    monkeypatch.setattr(trainer.Trainer, "__init__", lambda self, *a, algorithms=(), **k: init(
-        self, *a, algorithms=[*algorithms, Kill()], **k))  # an inert Kill: the run's identity is the same
-    torch.set_num_threads(1)
-    with caplog.at_level(logging.INFO, logger="reuse.train"):
-        resolve(m.stage)(Job(**job))
-    assert re.search(r"resumed from \S+last\.pt at epoch 1 ", caplog.text), caplog.text[-2000:]
-    assert not (run / "state").exists()
-    mine = load_checkpoint(run / "ckpt" / ckpt_name)["model"]
-    straight_dir = res / m.run_dir(cfg, "tiny", variant, seed)
-    straight = load_checkpoint(straight_dir / "ckpt" / ckpt_name)["model"]
-    for k in straight:
-        assert torch.equal(mine[k], straight[k]), f"{method}: {k} differs from the uninterrupted run"
-    losses = [r.get("train_loss") for r in read_jsonl(run / "metrics.jsonl")]
-    assert losses == [r.get("train_loss") for r in read_jsonl(straight_dir / "metrics.jsonl")]
-
-
-def test_a_plugin_method_runs_end_to_end(done):
-    """The toy method lives in tests/workflow/toy_method and reaches the workflow only through the
-    tiny config's `plugins`: its runs, its run table, its report page and its card are all there."""
-    res = done / "results"
-    for seed in (0, 1):
-        info = read_json(res / "tiny" / "mlp" / "toy" / "conf" / f"s{seed}" / "run.json")
-        assert info["method"] == "toy" and info["config"]["past"] == "cnn"
-        # the past run is the baseline of the next seed, read through the staged inputs
-        assert [Path(r["path"]).name for r in info["reused"] if r["kind"] == "past_run"] == [f"s{1 - seed}"]
-    assert len(pd.read_csv(res / "tiny" / "toy.csv")) == 2
-    page = (res / "report" / "method-toy.html").read_text()
-    assert "a test plugin" in page  # the card the registry names
-    summary = pd.read_csv(res / "summary.csv")
-    assert {"toy"} <= set(summary["method"])
-    shared = ["reuse/config.py", "rules/common.smk", "rules/methods.smk", "Snakefile", "reuse/report",
-              "reuse/data", "reuse/workflow.py", "reuse/methods/registry.py"]
-    grep = subprocess.run(["git", "grep", "-n", "-w", "toy", "--", *shared], cwd=ROOT, capture_output=True, text=True)
-    assert grep.stdout == "", grep.stdout
