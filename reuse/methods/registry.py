@@ -202,16 +202,25 @@ def load(modules: tuple[str, ...] | list[str] = ()) -> None:
 
 
 def methods(config: dict | None = None) -> list[Method]:
-    """Every registered method (the built-ins and the config's ``plugins``), in registration order."""
-    load(tuple((config or {}).get("plugins") or ()))
-    return list(_REGISTRY.values())
+    """The methods of ``config``: the built-ins and those its ``plugins`` register, in registration
+    order. (A plugin another config loaded in this process is not one of them.)"""
+    plugins = tuple((config or {}).get("plugins") or ())
+    load(plugins)
+    mine = {*BUILTIN, *plugins}
+    return [m for m in _REGISTRY.values() if _origin(m) in mine]
 
 
 def get(name: str, config: dict | None = None) -> Method:
-    load(tuple((config or {}).get("plugins") or ()))
-    if name not in _REGISTRY:
-        raise ConfigError(f"no method named '{name}' (have {', '.join(_REGISTRY)})")
-    return _REGISTRY[name]
+    """The method ``name`` of ``config`` (see :func:`methods`)."""
+    found = {m.name: m for m in methods(config)}
+    if name not in found:
+        raise ConfigError(f"no method named '{name}' (have {', '.join(found)})")
+    return found[name]
+
+
+def _origin(method: Method) -> str:
+    """The module that registered ``method`` (its spec's module)."""
+    return type(method).__module__
 
 
 def studies(config: dict) -> dict[str, Study]:

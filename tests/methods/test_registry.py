@@ -178,3 +178,17 @@ def test_no_shared_file_names_the_method(name):
     lines = [line for line in r.stdout.splitlines()
              if not any(line.endswith(f'"{mod}",') for mod in registry.BUILTIN)]
     assert lines == [], f"shared code names method '{name}':\n" + "\n".join(lines)
+
+
+def test_a_plugin_belongs_to_the_configs_that_name_it():
+    """A plugin loaded for one config (in this process) is not a method of another config: its block
+    gets no default there, and a config that names it still gets it."""
+    plugin = "tests.workflow.toy_method.spec"
+    with_plugin = validate_config({**config("averaging"), "plugins": [plugin]})
+    assert "toy" in with_plugin and "toy" in [m.name for m in registry.methods(with_plugin)]
+    without = validate_config(config("averaging"))
+    assert "toy" not in without and "toy" not in [m.name for m in registry.methods(without)]
+    with pytest.raises(ConfigError, match="toy: unknown key"):
+        validate_config({**config("averaging"), "toy": {}})
+    with pytest.raises(ConfigError, match="plugins: cannot import method module 'no.such.module'"):
+        validate_config({**config("averaging"), "plugins": ["no.such.module"]})

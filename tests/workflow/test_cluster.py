@@ -189,7 +189,7 @@ def test_requeued_training_resumes_from_its_last_checkpoint(slurm, tmp_path):
     same job id and resumes from state/last.pt, which Snakemake leaves alone (state/ is not an output)."""
     cfg = yaml.safe_load(trimmed_config(tmp_path / "cluster.yaml").read_text())
     student = cfg["kd"]["variants"]["kd1"]["model"]
-    cfg["models"] = {model: cfg["models"][student]}
+    cfg["models"] = {student: cfg["models"][student]}
     cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
     del cfg["kd"]
     config = tmp_path / "long.yaml"
