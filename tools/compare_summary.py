@@ -4,8 +4,8 @@
 
 Reads the run rows (``row == "run"``) of two ``summary.csv`` files (``reuse.report``), matches them
 by (dataset, model, method, variant, seed), and prints how many runs each has, the runs only one has,
-and, per column compared (default: the final test accuracy, loss, NLL and ECE and the best test
-accuracy), how many matched runs differ and the largest difference. Exits 1 when any run is missing
+and, per column compared (default: the final and best test accuracy, test NLL and ECE, robust
+accuracy, optimizer steps, training FLOPs and reused FLOPs), how many matched runs differ and the largest difference. Exits 1 when any run is missing
 from either side or any compared value differs (exactly: the workflow is deterministic on one
 machine), 0 otherwise.
 """
@@ -18,7 +18,7 @@ import sys
 import pandas as pd
 
 KEY = ["dataset", "model", "method", "variant", "seed"]
-DEFAULT = ["test_acc", "test_loss", "test_nll", "test_ece", "best_test_acc"]
+DEFAULT = ["test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", "steps", "train_flops", "reused_flops"]
 
 
 def runs(path: str) -> pd.DataFrame:
