@@ -29,7 +29,7 @@ from reuse.errors import ConfigError, DataError
 from reuse.methods import registry
 from reuse.methods.registry import expected_runs
 from reuse.models import check_arch
-from reuse.plan import (checkpoint_epochs, deep_merge, expose_checkout, late_milestones, recipe_for, runs,
+from reuse.plan import (checkpoint_epochs, deep_merge, expose_checkout, late_milestones, no_model, recipe_for, runs,
                         score_datasets, score_epochs, score_seeds, unknown)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "rules" / "schemas" / "config.schema.yaml"
@@ -212,8 +212,7 @@ def _score_problems(config: dict) -> list[str]:
     if model is None:
         return problems
     if model not in config["models"]:
-        near = difflib.get_close_matches(model, config["models"], n=1)
-        return [f"scores.model: no model named '{model}'" + (f" (did you mean '{near[0]}'?)" if near else "")]
+        return [no_model("scores.model", model, config)]
     n_seeds = len(config["baseline"]["seeds"])
     if sc["runs"] > n_seeds:
         problems.append(f"scores.runs: {sc['runs']} past runs asked for, but baseline.seeds has {n_seeds}")

@@ -97,9 +97,13 @@ def method_run_files(ds, name):
             for s in m.seeds(config)]
 
 
+# the datasets each method has runs on (planned once: input functions look them up per job)
+_METHOD_DATASETS = {m.name: list(dict.fromkeys(ds for mm, ds, _ in VARIANTS if mm is m)) for m in METHODS}
+
+
 def method_datasets(m):
     """The datasets a method has runs on."""
-    return list(dict.fromkeys(ds for ds, _ in m.variants(config)))
+    return _METHOD_DATASETS[m.name]
 
 
 def study_datasets(study):
