@@ -24,7 +24,7 @@ from reuse.methods import registry
 from reuse.methods.registry import expected_runs
 from reuse.plan import score_datasets
 from reuse.report import charts as C
-from reuse.report.collect import GROUP, Collected, collect
+from reuse.report.collect import Collected, collect
 from reuse.report.html import Page, links, table_html
 from reuse.report.layout import (AXES, FIGURE_KINDS, expected_outputs, figure_formats, figure_name,  # noqa: F401
                                  method_page, scores_page)

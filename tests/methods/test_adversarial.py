@@ -4,7 +4,6 @@ examples, resume, and the config's checks."""
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

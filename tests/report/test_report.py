@@ -18,7 +18,7 @@ from reuse import metrics as M
 
 from reuse.report.collect import AXES
 from tests.helpers import ROOT
-from tests.report.checks import chart_specs, check_recommendations, embedded_json
+from tests.report.checks import chart_specs, check_recommendations
 
 
 def _agg(summary: pd.DataFrame, label: str) -> dict:

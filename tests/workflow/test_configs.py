@@ -5,7 +5,6 @@ they are there."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
