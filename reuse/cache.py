@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from reuse.train.flops import FlopCounterMode
 
 from reuse.data.augment import Augment
 from reuse.data.fingerprint import check_fingerprint

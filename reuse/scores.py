@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from reuse.train.flops import FlopCounterMode
 
 from reuse.data.fingerprint import check_fingerprint
 from reuse.errors import CorruptArtifact, ReuseError

@@ -133,12 +133,17 @@ class Job:
         return self._data
 
     def fit(self, data, *, recipe: dict, algorithms: list[Algorithm] = (), reused: list[dict] = (),
-            init: dict | None = None, init_id: str | None = None, initial_cost: dict | None = None) -> None:
-        """Train the run with ``algorithms`` and write its outputs (:func:`fit_and_write`)."""
-        fit_and_write(data=data, model_name=self.model, model_cfg=self.model_cfg, recipe=recipe, seed=self.seed,
-                      device=self.device, outputs=self.outputs, progress=self.progress, method=self.method,
-                      variant=self.variant, algorithms=algorithms, reused=reused, method_cfg=self.cfg, init=init,
-                      init_id=init_id, initial_cost=initial_cost)
+            init: dict | None = None, init_id: str | None = None, initial_cost: dict | None = None,
+            model_cfg: dict | None = None, seed: int | None = None, method_cfg: dict | None = None,
+            finish: Callable[[Trainer], dict] | None = None) -> None:
+        """Train the run with ``algorithms`` and write its outputs (:func:`fit_and_write`). A stage
+        that decides the model or the seed itself (from a proposal made at run time) passes ``model_cfg``, ``seed`` and
+        the run's recorded ``method_cfg``."""
+        fit_and_write(data=data, model_name=self.model, model_cfg=model_cfg or self.model_cfg, recipe=recipe,
+                      seed=self.seed if seed is None else seed, device=self.device, outputs=self.outputs,
+                      progress=self.progress, method=self.method, variant=self.variant, algorithms=algorithms,
+                      reused=reused, method_cfg=self.cfg if method_cfg is None else method_cfg, init=init,
+                      init_id=init_id, initial_cost=initial_cost, finish=finish)
 
     @classmethod
     def from_rule(cls, sm: Any) -> "Job":
@@ -151,7 +156,8 @@ class Job:
                    data_dir=str(Path(sm.input.npz).parent), inputs=inputs, params=dict(sm.params.extra),
                    outputs={"ckpts": {key: sm.output.ckpts[0]}, "metrics": sm.output.metrics, "run": sm.output.run,
                             "predictions": sm.output.predictions,
-                            "example_stats": sm.output.example_stats[0] if sm.output.example_stats else None},
+                            "example_stats": sm.output.example_stats[0] if sm.output.example_stats else None,
+                            "extra": [str(f) for f in sm.output.extra]},
                    device_name=sm.params.device, progress=sm.params.progress)
 
 
@@ -221,7 +227,8 @@ def train_baseline(*, nproc: int = 1, log_path: str | None = None, threads: int 
 def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: torch.device,
                   outputs: dict[str, Any], progress: str = "auto", method: str = "baseline", variant: str | None = None,
                   algorithms: list[Algorithm] = (), reused: list[dict] = (), method_cfg: dict | None = None,
-                  init: dict | None = None, init_id: str | None = None, initial_cost: dict | None = None) -> None:
+                  init: dict | None = None, init_id: str | None = None, initial_cost: dict | None = None,
+                  finish: Callable[[Trainer], dict] | None = None) -> None:
     """Train one run with ``algorithms`` and write its declared outputs.
 
     ``outputs``: ``ckpts`` ({epoch: path}), ``metrics``, ``run`` (run.json), ``predictions`` and,
@@ -235,6 +242,10 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     points; on resume the weights come from ``state/last.pt``). ``initial_cost``: work done for the
     run before training (see :class:`reuse.train.Trainer`). A recipe with ``epochs: 0`` evaluates
     and writes the starting model as it is.
+
+    ``finish(trainer)``: called once training is done (also when a rerun finds it done), before
+    any output is written; it writes the method's own files (``outputs["extra"]``) and returns
+    fields added to run.json. A run an algorithm stopped early records why in run.json's ``stopped``.
     """
     run_dir = Path(outputs["run"]).parent
     state_dir = run_dir / "state"
@@ -252,6 +263,7 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     trainer = Trainer(model, data, recipe, seed=seed, state_dir=state_dir, model_spec=spec, device=device,
                       progress=progress, algorithms=algorithms, init_id=init_id, initial_cost=initial_cost)
     state = trainer.fit()
+    more = finish(trainer) if finish is not None and distributed.is_main() else {}
 
     pred = evaluate(state.model, data.test, recipe.get("eval_batch_size", 1024), device, keep_logits=True,
                     shard=trainer.shard)
@@ -286,7 +298,7 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
         "reused": list(reused), "checkpoints": ckpt_files, "device": str(device), "threads": torch.get_num_threads(),
         "processes": distributed.world_size(),
         "versions": {"reuse": reuse.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "started": started, "finished": time.time()})
+        "stopped": state.extra.get("stop"), "started": started, "finished": time.time(), **more})
     shutil.rmtree(state_dir)
     log.info("finished: test accuracy %.4f, %.1fs training", pred["acc"], last["train_time_s"])
 
@@ -302,7 +314,7 @@ def _calibration(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     if not src.exists():
-        raise ReuseError(f"{src} is missing, so {dst} cannot be written; delete {src.parent} to retrain the run")
+        raise ReuseError(f"{src} is missing, so {dst} cannot be written; delete {src.parent} to train the run again")
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.unlink(missing_ok=True)
     try:

@@ -20,6 +20,7 @@ for _m, _ds, _variant in VARIANTS:
             run=f"{_dir}/run.json",
             predictions=f"{_dir}/predictions.npz",
             example_stats=[f"{_dir}/example_stats.npz"] if _m.example_stats(config, _variant) else [],
+            extra=[f"{_dir}/{f}" for f in _m.extra_outputs(config, _variant)],
         params:
             stage=_m.stage,
             method=_m.name,

@@ -162,3 +162,25 @@ def loop_norms(model: nn.Module, inputs, targets) -> torch.Tensor:
         for m, flag in flags.items():
             m.training = flag
     return torch.stack(out)
+
+
+def method_job(cfg: dict, method: str, dataset: str, variant: str, seed: int, results: Path, data_dir: Path,
+               out: Path | None = None) -> dict:
+    """The keyword arguments of the :class:`reuse.workflow.Job` that the generic training rule would
+    give one run of a registered method: inputs under ``results`` (where the earlier runs are),
+    outputs in the run's folder under ``out`` (default ``results``)."""
+    from reuse.methods.registry import get
+
+    m = get(method, cfg)
+    key, ckpt_name = m.final_checkpoint(cfg, variant)
+    run = Path(out or results) / m.run_dir(cfg, dataset, variant, seed)
+    return {"method": method, "variant": variant, "cfg": m.variant(cfg, variant), "model": m.model(cfg, variant),
+            "model_cfg": cfg["models"][m.model(cfg, variant)], "recipe": m.recipe(cfg, variant), "seed": seed,
+            "data_dir": str(data_dir),
+            "inputs": {k: [str(Path(results) / f) for f in v] for k, v in m.inputs(cfg, dataset, variant, seed).items()},
+            "params": m.params(cfg, dataset, variant),
+            "outputs": {"ckpts": {key: str(run / "ckpt" / ckpt_name)}, "metrics": str(run / "metrics.jsonl"),
+                        "run": str(run / "run.json"), "predictions": str(run / "predictions.npz"),
+                        "example_stats": str(run / "example_stats.npz") if m.example_stats(cfg, variant) else None,
+                        "extra": [str(run / f) for f in m.extra_outputs(cfg, variant)]},
+            "device_name": "cpu", "progress": "off"}

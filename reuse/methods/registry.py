@@ -38,6 +38,7 @@ BUILTIN = (
     "reuse.methods.reweight.spec",
     "reuse.methods.adversarial.spec",
     "reuse.methods.weights.spec",
+    "reuse.methods.sequences.spec",
 )
 
 _REGISTRY: dict[str, "Method"] = {}
@@ -135,6 +136,12 @@ class Method:
     def final_checkpoint(self, config: dict, name: str) -> tuple[str | int, str]:
         """The key (an epoch or ``last``) and file name under ``ckpt/`` of a run's kept checkpoint."""
         return "last", "last.pt"
+
+    def extra_outputs(self, config: dict, name: str) -> list[str]:
+        """Files a run writes besides the standard ones, relative to its folder (e.g. a logit cache of
+        its final model that later runs of a sequence read); the stage writes them in ``fit``'s
+        ``finish`` (``job.outputs["extra"]``, in this order)."""
+        return []
 
     def example_stats(self, config: dict, name: str) -> bool:
         """Whether a run writes example_stats.npz (per-epoch per-example correctness and loss)."""

@@ -44,7 +44,9 @@ class State:
     loss: torch.Tensor | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     # Scratch space shared by algorithms. Read by the trainer: "augment_key" = (seed, view), set at
-    # EPOCH_START, makes the epoch's augmentation draw that view instead of (run seed, epoch).
+    # EPOCH_START, makes the epoch's augmentation draw that view instead of (run seed, epoch);
+    # "stop" = a reason, set at EPOCH_END, ends training after this epoch (early stopping): the
+    # trainer checkpoints the epoch, and a resume from that checkpoint does not train further.
     extra: dict[str, Any] = field(default_factory=dict)
 
 

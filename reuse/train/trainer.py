@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from reuse.train.flops import FlopCounterMode
 from tqdm import tqdm
 
 from reuse.data.augment import Augment, keyed_seed
@@ -289,7 +289,7 @@ class Trainer:
         s = self.state
         payload = {"model": s.model.state_dict(), "model_spec": self.model_spec, "epoch": s.epoch,
                    "step": s.step, "seed": self.seed, "recipe": self.recipe, "identity": self.identity,
-                   "fingerprint": self.data.train.fingerprint, "metrics": s.metrics}
+                   "fingerprint": self.data.train.fingerprint, "metrics": s.metrics, "stopped": s.extra.get("stop")}
         if resumable:
             payload.update(optimizer=s.optimizer.state_dict(), rng_cpu=torch.get_rng_state(),
                            rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -332,8 +332,11 @@ class Trainer:
             self.example_stats = ckpt["example_stats"]
         for a in self.algorithms:
             a.load_state_dict(ckpt["algorithms"].get(a.name, {}))
+        if ckpt.get("stopped"):
+            s.extra["stop"] = ckpt["stopped"]
         self.resumed_from = s.epoch
-        log.info("resumed from %s at epoch %d (step %d)", last, s.epoch, s.step)
+        log.info("resumed from %s at epoch %d (step %d)%s", last, s.epoch, s.step,
+                 f"; the run had stopped early ({s.extra['stop']})" if s.extra.get("stop") else "")
         return True
 
     # ----------------------------------------------------------------- the loop
@@ -403,7 +406,7 @@ class Trainer:
         self._resume()
         s.model.train()
         self.fire(Event.FIT_START)
-        while s.epoch < r["epochs"]:
+        while s.epoch < r["epochs"] and not s.extra.get("stop"):
             self.fire(Event.EPOCH_START)
             t0 = time.perf_counter()
             loss_sum = correct = n = 0
@@ -486,7 +489,7 @@ class Trainer:
     def _checkpoint(self) -> None:
         s, r = self.state, self.recipe
         milestone = s.epoch in r.get("checkpoint_epochs", ())
-        last = s.epoch % r.get("checkpoint_every", 1) == 0 or s.epoch == r["epochs"]
+        last = s.epoch % r.get("checkpoint_every", 1) == 0 or s.epoch == r["epochs"] or bool(s.extra.get("stop"))
         if milestone or last:
             rng = distributed.gather_objects(self._rng_state()) if self.world > 1 else None
             if self.rank != 0:

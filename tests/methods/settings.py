@@ -342,6 +342,82 @@ SCORES = {
 }
 
 
+# ----------------------------------------------------------------------------- search, retrain (sequences)
+SEARCH_B = {"model": "m", "trials": 2, "seeds": [0],
+            "space": {"lr": {"low": 0.01, "high": 0.1, "log": True}, "epochs": {"low": 2, "high": 3}},
+            "policies": {"scratch": {}, "kd": {"teacher": "best"}, "sh": {"pruner": {"kind": "halving",
+                                                                                   "min_resource": 1}}}}
+
+
+def _search(**changes) -> dict:
+    return {"search": _with(SEARCH_B, **changes)}
+
+
+def _space(**params) -> dict:
+    return _search(space={**SEARCH_B["space"], **params})
+
+
+SEARCH = {
+    "block": {"search": SEARCH_B},
+    "mistakes": [
+        Mistake("search-model", _search(model="mm"), "search.model: no model named 'mm' (did you mean 'm'?)"),
+        Mistake("search-missing", {"search": {"model": "m", "policies": {"p": {}}}},
+                "search: space missing; a search block names its model, space, policies"),
+        Mistake("search-space-unknown", _space(lrr={"low": 0.1, "high": 0.2}),
+                "search.space.lrr: unknown hyperparameter 'lrr' (did you mean 'lr'?)"),
+        Mistake("search-space-empty-range", _space(lr={"low": 0.1, "high": 0.01}),
+                "search.space.lr: empty range, low 0.1 > high 0.01; swap them"),
+        Mistake("search-space-log-bound", _space(lr={"low": 0.0, "high": 0.1, "log": True}),
+                "search.space.lr: a log range needs positive bounds (low is 0.0)"),
+        Mistake("search-space-one-value", _space(weight_decay={"low": 0.1, "high": 0.1}),
+                "search.space.weight_decay: the range holds one value (0.1)"),
+        Mistake("search-space-form", _space(width={"choices": [8, 16], "low": 8}),
+                "search.space.width: choices do not combine with low; give one form"),
+        Mistake("search-space-arg", _space(**{"args.depth": {"choices": [1, 2]}}),
+                "search.space.args.depth: architecture 'mlp' takes no argument 'depth'"),
+        Mistake("search-space-recipe", _space(**{"train.optimizer.lrr": {"low": 0.1, "high": 0.2}}),
+                "search.space.train.optimizer.lrr: the recipe of 'm' has no key optimizer.lrr"),
+        Mistake("search-space-model", _space(model={"choices": ["m", "x"]}),
+                "search.space.model: no model named 'x'"),
+        Mistake("search-pruner-budget", _search(policies={"p": {"pruner": {"kind": "hyperband", "min_resource": 3}}}),
+                "search.policies.p.pruner.min_resource: 3 epochs, but a trial may train only 2"),
+        Mistake("search-repeats", _search(seeds=[]), "search.seeds: a sequence needs at least one repeat"),
+        Mistake("search-top", {"search": {**SEARCH_B, "kd": {"top": 1}, "policies": {"p": {"teacher": "top"}}}},
+                "search.policies.p: teacher top draws from the top few trials; set search.kd.top >= 2"),
+        Mistake("search-no-val", {"datasets": {"d": {**BASE["datasets"]["d"], "holdout": 0}}},
+                "search: dataset 'd' has no validation split"),
+        Mistake("search-policy-key", _search(policies={"p": {"teachr": "best"}}),
+                "search.policies.p.teachr: unknown key (did you mean 'teacher'?)"),
+        Mistake("search-sampler", _search(sampler={"name": "tpe", "startup_trials": 2}),
+                "search.sampler.startup_trials: 2 random trials leave TPE none of the 2 trials"),
+    ],
+}
+
+RETRAIN_B = {"model": "c", "seeds": [0], "parts": [0.5, 1.0], "train": {"epochs": 2},
+             "policies": {"scratch": {}, "warm": {"init": "previous"}, "kd": {"teacher": "previous"},
+                          "sel": {"select": {"score": "forgetting", "keep": 0.5}}}}
+
+
+def _retrain(**changes) -> dict:
+    return {"retrain": _with(RETRAIN_B, **changes)}
+
+
+RETRAIN = {
+    "block": {"retrain": RETRAIN_B},
+    "mistakes": [
+        Mistake("retrain-model", _retrain(model="cc"), "retrain.model: no model named 'cc' (did you mean 'c'?)"),
+        Mistake("retrain-parts-order", _retrain(parts=[0.5, 0.25, 1.0]),
+                "retrain.parts: [0.5, 0.25, 1.0] must increase and end at 1.0"),
+        Mistake("retrain-parts-end", _retrain(parts=[0.25, 0.5]), "retrain.parts: [0.25, 0.5] must increase and end at 1.0"),
+        Mistake("retrain-repeats", _retrain(seeds=[]), "retrain.seeds: a sequence needs at least one repeat"),
+        Mistake("retrain-select-keep", _retrain(policies={"p": {"select": {"score": "el2n"}}}),
+                "retrain.policies.p.select: 'keep' is required but missing"),
+        Mistake("retrain-score-enum", _retrain(policies={"p": {"select": {"score": "grand", "keep": 0.5}}}),
+                "retrain.policies.p.select.score: 'grand' is not one of ['el2n', 'forgetting']"),
+    ],
+}
+
+
 SETTINGS: dict[str, dict] = {
     "kd": KD,
     "prune": PRUNE,
@@ -351,6 +427,8 @@ SETTINGS: dict[str, dict] = {
     "warm": WARM,
     "soup": SOUP,
     "averaging": AVERAGING,
+    "search": SEARCH,
+    "retrain": RETRAIN,
     "scores": SCORES,
 }
 

@@ -86,7 +86,7 @@ def test_method_files(name):
 def test_minimal_block_is_valid(name):
     cfg = validate_config(config(name))
     if name not in SHARED:
-        assert cfg[name]["variants"]
+        assert list(registry.get(name, cfg).variants(cfg))
 
 
 @pytest.mark.parametrize("name, mistake", list(mistake_params()))
@@ -113,11 +113,22 @@ def test_text_datasets_take_no_input_changes(name):
 
 
 # ----------------------------------------------------------------------------- the runs a block declares
+def variants(name: str) -> dict[str, str]:
+    """The minimal block's variants and their models: its ``variants``, or those a sequence method
+    generates (``<policy>_t<k>``, ``<policy>_p<s>``), spelled out here rather than asked of the method."""
+    block = SETTINGS[name]["block"][name]
+    if "variants" in block:
+        return {v: c["model"] for v, c in block["variants"].items()}
+    steps = [f"t{k:02d}" for k in range(block["trials"])] if name == "search" else \
+        [f"p{s:02d}" for s in range(1, len(block["parts"]) + 1)]
+    return {f"{p}_{s}": block["model"] for p in block["policies"] for s in steps}
+
+
 def declared(name: str) -> list[str]:
     """``d/<model>/<method>/<variant>/s<seed>`` for each variant x seed of the minimal block."""
     block = SETTINGS[name]["block"][name]
     seeds = block.get("seeds") or config(name)["baseline"]["seeds"]
-    return sorted(f"d/{v['model']}/{name}/{variant}/s{s}" for variant, v in block["variants"].items() for s in seeds)
+    return sorted(f"d/{m}/{name}/{variant}/s{s}" for variant, m in variants(name).items() for s in seeds)
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -127,7 +138,7 @@ def test_expected_runs(name):
     assert sorted(r["relpath"] for r in runs) == declared(name)
     for r in runs:
         assert r["dataset"] == "d" and r["relpath"] == f"d/{r['model']}/{name}/{r['variant']}/s{r['seed']}"
-        assert r["config"] == cfg[name]["variants"][r["variant"]]
+        assert r["config"] == registry.get(name, cfg).variant(cfg, r["variant"])
     baselines = [r for r in registry.expected_runs(cfg) if r["method"] == "baseline"]
     assert len(baselines) == 2 * 2  # models c and m x baseline seeds 0 and 1
 
@@ -149,7 +160,7 @@ def test_dry_run_plans_the_method(tmp_path, name):
     counts = dry_run(tmp_path, name)
     block = SETTINGS[name]["block"][name]
     n_seeds = len(block.get("seeds") or config(name)["baseline"]["seeds"])
-    for variant in block["variants"]:
+    for variant in variants(name):
         assert counts.get(f"{name}__d__{variant}") == n_seeds, counts
     assert counts.get("summarize_method", 0) >= 1, counts
     if registry.get(name).studies:

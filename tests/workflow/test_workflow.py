@@ -26,7 +26,7 @@ from reuse.methods.registry import get, methods, resolve
 from reuse.scores import ScoreTable
 from reuse.train import load_checkpoint, trainer
 from reuse.workflow import Job
-from tests.helpers import ROOT, Kill, jobs, smk, snapshot
+from tests.helpers import ROOT, Kill, jobs, method_job, smk, snapshot
 
 pytestmark = pytest.mark.workflow
 CONFIG = ROOT / "tests" / "workflow" / "config.yaml"  # tests.helpers.smk's default
@@ -237,16 +237,8 @@ def test_every_method_resumes_exactly_after_sigkill(done, tmp_path, monkeypatch,
     cfg, res, seed = _tiny_config(), done / "results", 1
     m = get(method, cfg)
     key, ckpt_name = m.final_checkpoint(cfg, variant)
-    run = tmp_path / "run"
-    job = {"method": method, "variant": variant, "cfg": m.variant(cfg, variant), "model": m.model(cfg, variant),
-           "model_cfg": cfg["models"][m.model(cfg, variant)], "recipe": m.recipe(cfg, variant), "seed": seed,
-           "data_dir": str(res / "tiny" / "data"),
-           "inputs": {k: [str(res / f) for f in v] for k, v in m.inputs(cfg, "tiny", variant, seed).items()},
-           "params": m.params(cfg, "tiny", variant),
-           "outputs": {"ckpts": {key: str(run / "ckpt" / ckpt_name)}, "metrics": str(run / "metrics.jsonl"),
-                       "run": str(run / "run.json"), "predictions": str(run / "predictions.npz"),
-                       "example_stats": str(run / "example_stats.npz") if m.example_stats(cfg, variant) else None},
-           "device_name": "cpu", "progress": "off"}
+    job = method_job(cfg, method, "tiny", variant, seed, res, res / "tiny" / "data", out=tmp_path / "out")
+    run = Path(job["outputs"]["run"]).parent
     (tmp_path / "job.json").write_text(json.dumps({"stage": m.stage, "job": job}))
     (tmp_path / "killed.py").write_text(_KILLED)
     proc = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "job.json")], cwd=ROOT,

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from reuse.train.flops import FlopCounterMode
 
 NORMS = ("linf", "l2")
 KINDS = ("fgsm", "pgd")

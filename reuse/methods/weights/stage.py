@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 from scipy import stats
-from torch.utils.flop_counter import FlopCounterMode
+from reuse.train.flops import FlopCounterMode
 
 from reuse.errors import ReuseError
 from reuse.io import atomic_path, read_json, sha256_file

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
-from torch.utils.flop_counter import FlopCounterMode
+from reuse.train.flops import FlopCounterMode
 
 from reuse.errors import ReuseError
 from reuse.train.events import Algorithm, Event, State
