@@ -412,3 +412,22 @@ def test_the_dag_is_the_sequence(cfg, tmp_path):
             assert there == (j < k), (k, j, inputs)
             assert (f"search/kd_best_t{j:02d}/s0/logits/meta.json" in inputs) == (j < k)
         assert "search/scratch_" not in inputs
+
+
+def test_a_search_holds_out_its_own_validation_split(data_dir, tmp_path):
+    """On a dataset without a validation split, search.holdout examples of the training split are the
+    validation split: trials never train on them."""
+    from reuse.data import load, prepare
+
+    raw = {k: v for k, v in DATASET.items() if k != "holdout"}
+    d = tmp_path / "data"
+    prepare("d", raw, d / "data.npz", d / "dataset.json")
+    cfg = validate_config({**copy.deepcopy(CONFIG), "datasets": {"d": raw},
+                           "search": {**copy.deepcopy(CONFIG["search"]), "holdout": 30}})
+    runs = run_search(cfg, tmp_path / "r", d, "scratch", trials=1)
+    rows = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
+    n = len(load(d).train)
+    assert all("val_acc" in r for r in rows)
+    assert rows[0]["examples_seen"] == n - 30  # one epoch over the examples not held out
+    with pytest.raises(Exception, match="no validation split"):
+        validate_config({**copy.deepcopy(CONFIG), "datasets": {"d": raw}})

@@ -37,11 +37,11 @@ def _block_problems(m: Method, config: dict) -> list[str]:
     if seeds is not None and len(seeds) < 1:
         out.append(f"{m.name}.seeds: a sequence needs at least one repeat; list one seed or more (or null for "
                    "the baseline seeds)")
-    for ds in datasets_of(config, b, b["model"]) if m.needs_val else ():
-        if not config["datasets"][ds].get("holdout"):
+    for ds in datasets_of(config, b) if m.needs_val else ():
+        if not config["datasets"][ds].get("holdout") and not b.get("holdout"):
             out.append(f"{m.name}: dataset '{ds}' has no validation split, and the sequence chooses models on it "
-                       f"(never on test); set datasets.{ds}.holdout (e.g. 10% of the training examples) or list "
-                       f"other {m.name}.datasets")
+                       f"(never on test); set {m.name}.holdout (examples the search holds out of the training "
+                       f"split) or datasets.{ds}.holdout, or list other {m.name}.datasets")
     return out
 
 
@@ -80,7 +80,7 @@ class Sequence(Method):
             return
         if any(m not in config["models"] for m in self.needs_models(config, "")):
             return
-        for ds in datasets_of(config, b, b["model"]):
+        for ds in datasets_of(config, b):  # the model need not train baselines there
             for policy in b["policies"]:
                 for step in self.steps(config):
                     yield ds, self.step_name(policy, step)
@@ -151,7 +151,7 @@ class Search(Sequence):
     def params(self, config: dict, dataset: str, name: str) -> dict:
         b = self.block(config)
         policy, k = self.split(name)
-        return {"trial": k, "policy": policy, "trials": b["trials"], "space": b["space"], "sampler": b["sampler"],
+        return {"trial": k, "policy": policy, "trials": b["trials"], "holdout": b.get("holdout"), "space": b["space"], "sampler": b["sampler"],
                 "train": b.get("train") or {}, "cache": config["cache"], "dataset": dataset,
                 "base": {"train": config["train"], "models": {m: config["models"][m]
                                                               for m in self.needs_models(config, name)}},

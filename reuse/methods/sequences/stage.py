@@ -47,6 +47,22 @@ def _write_cache(job: Job, trainer, data) -> dict:
 
 
 # ----------------------------------------------------------------------------- search
+class Subset:
+    """Examples ``ids`` of a split, for evaluation (a validation split the search holds out)."""
+
+    def __init__(self, split, ids: np.ndarray):
+        import torch
+
+        self.split, self.ids = split, torch.as_tensor(ids, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batches(self, batch_size: int, **_):
+        for chunk in self.ids.split(batch_size):
+            yield self.split.get(chunk)
+
+
 def train_trial(job: Job) -> None:
     """Trial ``params["trial"]`` of one policy's search (seed = the repeat): bring the journal in step
     with the earlier trials' run folders, take the trial's proposal, train it with the policy's reuse of
@@ -54,9 +70,15 @@ def train_trial(job: Job) -> None:
     (run.json ``trial``: the Optuna trial in full; ``sequence``: scenario, policy, step, own cost)."""
     p, pol, k = job.params, job.cfg, job.params["trial"]
     data = job.data()
-    if data.val is None:
-        raise ReuseError(f"search: dataset '{data.name}' has no validation split to choose trials on; set "
-                         f"datasets.{data.name}.holdout")
+    val, train_ids = data.val, None
+    if val is None:
+        if not p.get("holdout"):
+            raise ReuseError(f"search: dataset '{data.name}' has no validation split to choose trials on; set "
+                             f"search.holdout or datasets.{data.name}.holdout")
+        from reuse.data.sources import holdout_ids
+
+        held = holdout_ids(data.train.y.numpy(), p["holdout"])
+        val, train_ids = Subset(data.train, held), np.setdiff1d(np.arange(len(data.train)), held)
     run_dir = Path(job.outputs["run"]).parent
     journal = run_dir.parent.parent / "journal" / f"{p['policy']}_s{job.seed}.log"
     space = p["space"]
@@ -89,7 +111,9 @@ def train_trial(job: Job) -> None:
         return f"pruned after epoch {epoch}" if pol.get("pruner") and epoch < recipe["epochs"] and \
             live.should_prune() else None
 
-    algorithms: list = [ValCurve(data.val, recipe.get("eval_batch_size", 1024), job.device, report)]
+    algorithms: list = [ValCurve(val, recipe.get("eval_batch_size", 1024), job.device, report)]
+    if train_ids is not None:
+        algorithms.append(Prune(train_ids))
     reused: list[dict] = []
     best = S.ranked(records)
     chosen: dict[str, Any] = {}
