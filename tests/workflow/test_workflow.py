@@ -169,6 +169,39 @@ def test_warm_starts_soups_and_weight_averaging(done):
         assert len(pd.read_csv(res / f"{method}.csv")) == 2
 
 
+def test_sequences_every_policy_end_to_end(done):
+    """The tiny search (3 trials x 5 policies x 2 repeats) and retraining (2 parts x 4 policies x 2
+    repeats): every run, journals that agree with the run folders, the study tables per step and
+    per policy."""
+    import optuna
+
+    res = done / "results" / "tiny"
+    cfg = _tiny_config()
+    for name, steps in (("search", 3), ("retrain", 2)):
+        policies = cfg[name]["policies"]
+        per_step = pd.read_csv(res / "studies" / f"{name}_steps.csv")
+        assert len(per_step) == len(policies) * steps * 2
+        assert set(per_step["policy"]) == set(policies) and set(per_step["seed"]) == {0, 1}
+        per_policy = pd.read_csv(res / "studies" / f"{name}.csv").set_index("policy")
+        assert set(per_policy.index) == set(policies) and (per_policy["anchor"] == "scratch").all()
+        assert per_policy.loc["scratch", "speedup_flops"] > 0 and (per_policy["repeats"] == 2).all()
+        assert (per_step.groupby(["policy", "seed"])["cum_flops"].apply(lambda c: c.is_monotonic_increasing)).all()
+    search = res / "mlp" / "search"
+    for policy in cfg["search"]["policies"]:
+        for seed in (0, 1):
+            journal = search / "journal" / f"{policy}_s{seed}.log"
+            study = optuna.load_study(study_name=f"search/tiny/mlp/{policy}/s{seed}", storage=optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(str(journal))))
+            recorded = [read_json(search / f"{policy}_t{k:02d}" / f"s{seed}" / "run.json")["trial"] for k in range(3)]
+            assert [t.state.name for t in study.trials] == [r["state"] for r in recorded]
+            assert [t.params for t in study.trials] == [r["params"] for r in recorded]
+    # distilling trials read earlier trials' caches; warm starts read their checkpoints
+    kd = read_json(search / "kd_best_t02" / "s0" / "run.json")
+    assert kd["sequence"]["teachers"] and all(x["kind"] == "logit_cache" for x in kd["reused"])
+    for policy in cfg["retrain"]["policies"]:
+        assert (res / "mlp" / "retrain" / f"{policy}_p02" / "s1" / "run.json").exists()
+
+
 def test_report_summary_and_pages(done):
     """The report rule: one summary row per run and per aggregate, NLL and ECE in run.json, the pages
     and figures, recommendations that agree with the table, and Snakemake's own HTML report."""
