@@ -3,7 +3,9 @@
 Pages (under ``<results>/report/``): ``index.html``, ``frontier.html``, ``recommendations.html``,
 ``runs.html``, one ``method-<method>.html`` per method found or expected, one
 ``scores-<dataset>.html`` per dataset with a score table; key charts as PNG and SVG under
-``figures/``. Everything is driven by the run table: a method nobody told this module about gets its
+``figures/``. Sequences of runs (a search, retraining as data arrives: runs with a ``scenario``)
+are shown from their study tables, whole: cumulative-cost curves, policy and step tables on the
+method's page, one point per policy on the frontier, a sentence per scenario in the recommendations. Everything is driven by the run table: a method nobody told this module about gets its
 page, its frontier points and its recommendations like any other.
 """
 
@@ -28,8 +30,9 @@ from reuse.report.collect import Collected, collect
 from reuse.report.html import Page, links, table_html
 from reuse.report.layout import (AXES, FIGURE_KINDS, expected_outputs, figure_formats, figure_name,  # noqa: F401
                                  method_page, scores_page)
-from reuse.report.tables import (BASELINE, add_roles, add_run_columns, aggregate, fmt_ci, fmt_cost, recommend,
-                                 summary_table, target_name)
+from reuse.report.tables import (BASELINE, SEQ_MEASURES, add_roles, add_run_columns, aggregate, fmt_ci, fmt_cost,
+                                 is_sequence_step, recommend, sequence_curve, sequence_points, sequence_recommendation,
+                                 sequence_tables, step_word, summary_table, target_name)
 
 log = logging.getLogger("reuse.report")
 
@@ -96,7 +99,7 @@ def build(results: str | Path, config: dict | None = None, options: Options | No
     log.info("report: %d runs (%d finished, %d not), %d aggregates, %d files under %s", len(runs), n_ok,
              len(runs) - n_ok, len(aggs), len(written), out)
     return {"runs": runs, "aggregates": aggs, "recommendations": recs, "summary": summary, "written": written,
-            "problems": col.problems}
+            "problems": col.problems, "sequences": ctx.seq_recs}
 
 
 @dataclass
@@ -121,6 +124,12 @@ class _Context:
         # datasets with a score table, and those the config scores (a page says when the table is missing)
         self.score_sets = sorted(set(self.col.scores) | set(score_datasets(self.config) if self.config else []))
         self.nav += [(scores_page(ds), f"scores ({ds})") for ds in self.score_sets]
+        # sequences (search, retraining), whole: from the study tables that have their columns
+        self.seq = {ds: sequence_tables(self.col.studies.get(ds, {})) for ds in self.datasets}
+        self.seq_points = {ds: sequence_points(pol) for ds, (_, pol) in self.seq.items()}
+        pols = [pol for _, pol in self.seq.values() if not pol.empty]
+        self.seq_recs = sequence_recommendation(pd.concat(pols, ignore_index=True) if pols else pd.DataFrame(),
+                                                self.opts.bootstrap.confidence)
 
     # ------------------------------------------------------------------ shared pieces
     def method_aggs(self, ds: str, method: str, with_baselines: bool = True) -> pd.DataFrame:
@@ -179,6 +188,148 @@ class _Context:
                 "Own cost: the run's training (test evaluation excluded); full cost: own cost plus every past run, "
                 "cache and score table it reused, each charged in full to every run that reused it.")
 
+    # ------------------------------------------------------------------ sequences
+    def seq_caption(self, ds: str) -> str:
+        pts = self.seq_points[ds]
+        if pts.empty:
+            return ""
+        return (f"; crosses: {C.SEQUENCE_ROLE}, one per scenario and policy, at the mean total cost of every step "
+                "of the sequence (the same on the full and the marginal axes: a sequence reuses only its own "
+                "steps) and the mean test accuracy of the model it ships at the end, with its interval over "
+                "repeats; sequences are on no frontier")
+
+    def sequence_points_table(self, p: Page, ds: str) -> None:
+        pts = self.seq_points[ds]
+        if pts.empty:
+            return
+        p.h("Sequences (whole search / retraining, full cost)", 3)
+        p.p("One row per scenario and policy, from results/<dataset>/studies/<scenario>.csv: mean over repeats of "
+            "the whole sequence's cost (every step's own training, validation and cache writes) and of the final "
+            "shipped model's test accuracy; the crosses on the chart above. Details on the method pages.",
+            cls="note")
+        d = pts.sort_values(["scenario", "test_acc"], ascending=[True, False]).copy()
+        d["policy_text"] = [f"{q} (anchor)" if _true(a) else str(q) for q, a in zip(d["policy"], d["is_anchor"])]
+        d["size"] = [f"{_int(n)} × {_int(r)}" for n, r in zip(d["steps"], d["repeats"])]
+        d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(d["test_acc_lo"], d["test_acc_hi"])]
+        d["flops"] = [fmt_cost(v, "flops") for v in d["total_flops"]]
+        d["time"] = [fmt_cost(v, "time") for v in d["total_time_s"]]
+        d["speedup"] = [_speedup(r, "flops") for r in d.to_dict("records")]
+        p.table(d, {"scenario": "scenario", "model": "model", "policy_text": "policy", "size": "steps × repeats",
+                    "test_acc": "final accuracy", "acc_ci": "CI", "flops": "total FLOPs", "time": "total time",
+                    "speedup": "speed-up over the anchor (FLOPs)"}, formats={"test_acc": "pct"})
+
+    def sequences(self, p: Page, ds: str, method: str) -> set[str] | None:
+        """The sequence sections of a method's page on ``ds``, when its runs carry a ``scenario`` or a
+        sequence study table is named after it; returns the names of the study tables shown (None
+        when the method has no sequence)."""
+        studies = self.col.studies.get(ds, {})
+        r = self.runs[(self.runs["dataset"] == ds) & (self.runs["method"] == method)]
+        scen = set(r["scenario"].dropna()) if "scenario" in r else set()
+        for name in (method, f"{method}_steps"):
+            if name in studies and "scenario" in studies[name]:
+                scen |= set(studies[name]["scenario"].dropna())
+        if not scen:
+            return None
+        steps, pols = sequence_tables(studies, scen)
+        shown = set(steps["study"]) if not steps.empty else set()
+        shown |= set(pols["study"]) if not pols.empty else set()
+        conf = f"{100 * self.opts.bootstrap.confidence:g}%"
+        for sc in sorted(scen):
+            st = steps[steps["scenario"] == sc] if not steps.empty else steps
+            po = pols[pols["scenario"] == sc] if not pols.empty else pols
+            word = step_word(sc)
+            p.h(f"Sequence: {sc}", 3, id=f"sequence-{ds}-{sc}")
+            if st.empty and po.empty:
+                p.p(f"The study tables of this sequence (results/{ds}/studies/{sc}_steps.csv, {sc}.csv) are not built "
+                    "yet: they are written when every step of every policy and repeat has finished.", cls="note")
+                continue
+            anchor = po[po["is_anchor"].map(_true)] if "is_anchor" in po else pd.DataFrame(columns=["policy", "test_acc"])
+            if not st.empty:
+                curve = sequence_curve(st)
+                curve["is_anchor"] = curve["policy"].isin(set(anchor["policy"]))
+                p.h(f"Cumulative cost: the accuracy each policy would ship after each of its {word}", 4)
+                p.chart(C.sequence_chart(curve, anchor["test_acc"].iloc[0] if len(anchor) else None, sc),
+                        f"sequence-{ds}-{method}-{sc}",
+                        f"One line per policy: after each of its {word}, the test accuracy of the model the policy "
+                        "would ship then (a search: its finished trial with the best validation accuracy so far, "
+                        "chosen on validation only; retraining: the latest step's model), mean over repeats, band: "
+                        "min to max over repeats; x: the "
+                        f"cumulative cost of the {word} so far (every step's own training, validation and cache "
+                        "writes), mean over repeats; the menu switches between FLOPs and wall-clock. Dashed: the "
+                        "anchor policy (reuses nothing); dotted rule: its final accuracy. From "
+                        f"results/{ds}/studies/{', '.join(sorted(set(st['study'])))}.csv.")
+            if not po.empty:
+                p.h("Policies against the anchor", 4)
+                d = po.copy()
+                d["_a"] = d["is_anchor"].map(_true) if "is_anchor" in d else False
+                d["_s"] = pd.to_numeric(_col(d, "speedup_flops"), errors="coerce")
+                d = d.sort_values(["_a", "_s", "policy"], ascending=[False, False, True])
+                d["policy_text"] = [f"{q} (anchor)" if a else str(q) for q, a in zip(d["policy"], d["_a"])]
+                d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(_col(d, "test_acc_lo"), _col(d, "test_acc_hi"))]
+                for m in SEQ_MEASURES:
+                    d[f"sp_{m}"] = [_speedup(r, m) for r in d.to_dict("records")]
+                d["reached_text"] = [f"{_int(a)} of {_int(b)}" for a, b in zip(_col(d, "reached"), _col(d, "repeats"))]
+                d["flops"] = [fmt_cost(v, "flops") for v in d["total_flops"]]
+                d["time"] = [fmt_cost(v, "time") for v in d["total_time_s"]]
+                d["pruned_text"] = [f"{_int(a)} of {_int(b)}" for a, b in zip(_col(d, "pruned"), _col(d, "runs"))]
+                cols = {"policy_text": "policy", "sp_flops": f"speed-up, FLOPs ({conf} CI)",
+                        "sp_time": f"speed-up, wall-clock ({conf} CI)", "reached_text": "reached the anchor (repeats)",
+                        "test_acc": "final test accuracy", "acc_ci": f"{conf} CI", "val_acc": "final val. accuracy",
+                        "flops": "total FLOPs", "time": "total time",
+                        **({"pruned_text": "stopped early"} if "pruned" in d and d["pruned"].fillna(0).any() else {})}
+                cols = {k: v for k, v in cols.items() if k in d and d[k].notna().any()}
+                p.table(d, cols, formats={"test_acc": "pct", "val_acc": "pct"})
+                anchor_name = anchor["policy"].iloc[0] if len(anchor) else None
+                p.p(("Speed-up: per repeat, the anchor's total cost over the policy's cost to first ship a model whose "
+                     f"test accuracy is at least the anchor's final one (anchor: {anchor_name}, the policy that reuses "
+                     "nothing); 0 for a repeat that never gets there; mean over repeats with a percentile bootstrap "
+                     "interval. The anchor's own speed-up is above 1 when it shipped such a model before its last "
+                     "step. Final accuracy: the model shipped after the last step, mean over repeats. Total cost: "
+                     "every step of the sequence, mean over repeats." if anchor_name else
+                     "No anchor policy (one that reuses nothing): no speed-ups."), cls="note")
+            if not st.empty:
+                self.steps_tables(p, st, sc)
+        return shown
+
+    def steps_tables(self, p: Page, st: pd.DataFrame, scenario: str) -> None:
+        """Every step of each policy (a search's trials: hyperparameters, state, accuracies, cost, what it
+        reused), one collapsible table per policy."""
+        word = step_word(scenario)
+        one = word.removesuffix("s")
+        d = st.sort_values(["policy", "seed", "step"]).copy()
+        last = d.groupby(["policy", "seed"])["shipped_step"].transform("last") if "shipped_step" in d else None
+        d["shipped"] = ["✓" if lv is not None and not pd.isna(lv) and s == lv else "" for s, lv in
+                        zip(d["step"], last if last is not None else [None] * len(d))]
+        if "state" in d:
+            d["state_text"] = d["state"].map({"PRUNED": "stopped early", "COMPLETE": "complete"}).fillna(d["state"])
+        hp = [c for c in d.columns if c.startswith("hp_")]
+        cols = {"seed": "repeat", "step": one, **{c: c.removeprefix("hp_") for c in hp}, "state_text": "state",
+                "epochs_trained": "epochs trained", "trained_on": "examples trained on", "val_acc": "val. accuracy",
+                "test_acc": "test accuracy", "own_flops": "own FLOPs", "own_time_s": "own time (s)",
+                "cum_flops": "cumulative FLOPs", "teachers": f"teachers ({word})", "init_from": f"warm start from ({one})",
+                "shipped": "shipped at the end"}
+        cols = {k: v for k, v in cols.items() if k in d and d[k].notna().any() and (d[k] != "").any()}
+        formats = {"val_acc": "pct", "test_acc": "pct", "own_flops": "g", "own_time_s": "g", "cum_flops": "g",
+                   "init_from": _as_int, "teachers": _as_int, **{c: "g" for c in hp if d[c].dtype.kind == "f"}}
+        p.h(f"Every {one} of each policy", 4)
+        pruned = "state" in d and (d["state"] == "PRUNED").any()
+        p.p(f"From the study table of the {word}: one row per repeat and {one}; 'shipped at the end' marks the model "
+            "the policy ships after its last step (a search: the finished trial with the best validation accuracy, "
+            "never chosen on test; retraining: the last step's model)" +
+            ("; stopped early: pruned on its validation curve by the policy's pruner." if pruned else "."),
+            cls="note")
+        parts = []
+        for pol, g in d.groupby("policy", sort=True):
+            n_rep, n_steps = g["seed"].nunique(), g["step"].nunique()
+            early = int((g["state"] == "PRUNED").sum()) if "state" in g else 0
+            ship = ", ".join(f"repeat {s}: " + ("nothing yet" if _nan(x) else f"{one} {_int(x)}") for s, x in
+                             g.groupby("seed")["shipped_step"].last().items()) if "shipped_step" in g else ""
+            summ = (f"{pol}: {n_rep} repeats × {n_steps} {word}" + (f", {early} stopped early" if early else "")
+                    + (f"; shipped: {ship}" if ship else ""))
+            parts.append(f'<details data-policy="{_esc(pol)}"><summary>{_esc(summ)}</summary>'
+                         f"{table_html(g, cols, formats=formats)}</details>")
+        p.raw("".join(parts))
+
     # ------------------------------------------------------------------ pages
     def write_all(self) -> list[Path]:
         written = []
@@ -203,10 +354,11 @@ class _Context:
         for ds in self.datasets:
             p.h(f"{ds}: the training efficiency frontier")
             a = self.aggs[self.aggs["dataset"] == ds]
-            p.chart(C.frontier_chart(a, None, self.opts.cost_axis), f"frontier-{ds}",
+            p.chart(C.frontier_chart(a, None, self.opts.cost_axis, sequences=self.seq_points[ds]), f"frontier-{ds}",
                     "Each point: one method variant (or baseline) on one model, mean over seeds with 95% intervals "
                     "of accuracy and cost; the dashed step line joins the Pareto-optimal points. Shapes: baseline, "
-                    "selected (recommended at some budget), frontier, dominated. Hover for details.")
+                    "selected (recommended at some budget), frontier, dominated" + self.seq_caption(ds) +
+                    ". Hover for details.")
             rec = self.recs[self.opts.cost_axis]
             rec = rec[rec["dataset"] == ds] if not rec.empty else rec
             if not rec.empty:
@@ -214,7 +366,13 @@ class _Context:
                 p.raw("<ul>" + "".join(f"<li>{_esc(s)}</li>" for s in rec["statement"]) + "</ul>")
                 p.p(links([("recommendations.html", "all cost axes")]), raw=True, cls="note")
             p.h(f"{ds}: every method", 3)
-            p.raw(self.agg_table(a[a["n"] > 0].sort_values(["model", "method", "variant"])))
+            steps = is_sequence_step(a)
+            p.raw(self.agg_table(a[(a["n"] > 0) & ~steps].sort_values(["model", "method", "variant"])))
+            if (steps & (a["n"] > 0)).any():
+                seq = sorted(set(a.loc[steps, "method"]))
+                p.p(f"{int((steps & (a['n'] > 0)).sum())} steps of sequences (search trials, retraining steps) are "
+                    "not listed here: a step is not used on its own; each sequence is shown whole on its page: " +
+                    links([(method_page(m), m) for m in seq]) + ".", raw=True, cls="note")
             none = a[a["n"] == 0]
             if len(none):
                 p.p(f"No finished run yet ({len(none)}): " + ", ".join(f"{lbl} ({n})" for lbl, n in zip(
@@ -241,9 +399,10 @@ class _Context:
         for ds in self.datasets:
             a = self.aggs[self.aggs["dataset"] == ds]
             p.h(ds)
-            p.chart(C.frontier_chart(a, None, self.opts.cost_axis), f"frontier-{ds}",
+            p.chart(C.frontier_chart(a, None, self.opts.cost_axis, sequences=self.seq_points[ds]), f"frontier-{ds}",
                     "Mean over seeds; error bars: 95% bootstrap intervals of accuracy (vertical) and cost "
-                    "(horizontal). Click a legend entry to highlight a method.")
+                    "(horizontal). Click a legend entry to highlight a method" + self.seq_caption(ds) + ".")
+            self.sequence_points_table(p, ds)
             for axis, (c, label) in AXES.items():
                 f = a[a[f"frontier_{axis}"] & (a["n"] > 0)].sort_values(c)
                 p.h(f"Pareto-optimal on {label}", 3)
@@ -305,7 +464,20 @@ class _Context:
                 inner = "\n".join(body.parts)
                 p.raw(f"<h3>{_esc(AXES[axis][1])}</h3>{inner}" if i == 0 else
                       f"<details><summary>{_esc(AXES[axis][1])}</summary>{inner}</details>")
+            sr = self.seq_recs[self.seq_recs["dataset"] == ds] if not self.seq_recs.empty else self.seq_recs
+            if not sr.empty:
+                p.h("Sequences: which policy reaches the anchor's accuracy cheapest", 3)
+                p.p("From results/<dataset>/studies/<scenario>.csv (per policy: the speed-up over the anchor, the "
+                    "policy that reuses nothing, per repeat its whole sequence's cost over the policy's cost to first "
+                    "ship a model at least as accurate on test as the anchor's final one, 0 where it never does; mean "
+                    "over repeats with a percentile bootstrap interval). Only policies that reached it in every "
+                    "repeat are named; the lowest mean cost to reach it wins. Sequence steps are not among the "
+                    "budget recommendations above.", cls="note")
+                p.raw('<ul class="sequence-statements">' + "".join(
+                    f'<li data-dataset="{_esc(ds)}" data-scenario="{_esc(r["scenario"])}">{_esc(r["statement"])}'
+                    f'</li>' for r in sr.to_dict("records")) + "</ul>")
         p.json_block("recommendations", _records(rows))
+        p.json_block("sequence_recommendations", _records(self.seq_recs.to_dict("records")))
         return p
 
     def runs_page(self) -> Page:
@@ -340,7 +512,16 @@ class _Context:
                 continue
             own = mine[mine["method"] == method]
             p.h(ds)
-            p.raw(self.agg_table(mine))
+            shown = self.sequences(p, ds, method)
+            if shown is not None:
+                p.h(f"Each step as a run ({method} on {ds})", 3)
+                p.p("Every step of the sequences above aggregated over the repeats like any other run (test accuracy "
+                    "of that step's own model, its own cost, paired with the baseline of the same seed). A step is "
+                    "not used on its own: none is on the frontier or among the budget recommendations.", cls="note")
+                p.raw(f"<details><summary>{int((own['n'] > 0).sum())} steps with finished runs</summary>"
+                      f"{self.agg_table(mine)}</details>")
+            else:
+                p.raw(self.agg_table(mine))
             miss = self.runs[(self.runs["dataset"] == ds) & (self.runs["method"] == method)]
             if (miss["status"] != "ok").any():
                 p.h("Runs that did not finish", 3)
@@ -367,7 +548,9 @@ class _Context:
                             "Speed-up = the baseline's cost to first reach the target / the method's, over the seeds "
                             "where both reach it (paired bootstrap interval); first epoch at or above the target, no "
                             "interpolation. Runs that never reach it show as 0 (grey).")
-            sweeps = self.sweeps(own)
+            # the steps of a sequence are no designed sweep (a search's hyperparameters are drawn, its step
+            # number is no setting): none is drawn
+            sweeps = self.sweeps(own) if shown is None else []
             for key, group in sweeps:
                 p.h(f"Sweep: accuracy against {key.removeprefix('cfg_')}", 3)
                 p.chart(C.sweep_chart(own, key, group), f"sweep-{ds}-{method}-{key}",
@@ -381,6 +564,8 @@ class _Context:
                 # the method's own study, or a shared one with a `method` column naming it (its rows)
                 if name != method and not ("method" in study and (study["method"] == method).any()):
                     continue
+                if shown and name in shown:
+                    continue  # a sequence table, shown above
                 rows = study if name == method or "method" not in study else \
                     study[study["method"].isin([method, BASELINE])]
                 p.h(f"Study table (results/{ds}/studies/{name}.csv)", 3)
@@ -450,7 +635,8 @@ class _Context:
             a = self.aggs[self.aggs["dataset"] == ds]
             for axis in AXES:
                 charts.append((figure_name("frontier", ds, axis),
-                               C.frontier_chart(a, axis, title=f"{ds}: accuracy vs {AXES[axis][1]}")))
+                               C.frontier_chart(a, axis, title=f"{ds}: accuracy vs {AXES[axis][1]}",
+                                                sequences=self.seq_points[ds])))
             for m in self.methods:
                 mine = self.method_aggs(ds, m)
                 if not (mine["method"] == m).any():
@@ -487,6 +673,41 @@ def _export(chart, path: Path, ext: str) -> None:
 def _rows_of(stats: pd.DataFrame, ds: str, aggs: pd.DataFrame) -> pd.DataFrame:
     """The rows of a per-aggregate statistics table (curves, per-class) for ``aggs`` on ``ds``."""
     return stats[(stats["dataset"] == ds) & stats["label"].isin(set(aggs["label"]))] if not stats.empty else stats
+
+
+def _col(d: pd.DataFrame, c: str) -> pd.Series:
+    """Column ``c`` of ``d``, or NaN where a table lacks it."""
+    return d[c] if c in d else pd.Series(np.nan, index=d.index)
+
+
+def _true(v: Any) -> bool:
+    """A boolean cell of a CSV (True, "True", 1); NaN and None are False."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return False
+    return str(v).strip().lower() in ("true", "1", "1.0")
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _int(v: Any) -> str:
+    return "?" if _nan(v) else str(int(v))
+
+
+def _speedup(r: dict, measure: str) -> str:
+    """``1.81× [1.29, 2.33]`` from a per-policy sequence row (the anchor's too: above 1 when it shipped a
+    model as accurate as its final one before its last step)."""
+    v = r.get(f"speedup_{measure}")
+    if _nan(v):
+        return ""
+    lo, hi = r.get(f"speedup_{measure}_lo"), r.get(f"speedup_{measure}_hi")
+    return f"{v:.2f}×" + ("" if _nan(lo) or _nan(hi) else f" [{lo:.2f}, {hi:.2f}]")
+
+
+def _as_int(v: Any) -> str:
+    """A step number a CSV read back as a float (``1.0``) as ``1``; text (``"0,1"``) as it is."""
+    return str(int(v)) if isinstance(v, (int, float, np.integer, np.floating)) else str(v)
 
 
 def _esc(s: Any) -> str:

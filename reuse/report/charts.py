@@ -11,10 +11,13 @@ import pandas as pd
 
 from reuse import metrics as M
 from reuse.report.collect import AXES
-from reuse.report.tables import BASELINE
+from reuse.report.tables import BASELINE, SEQ_MEASURES, is_sequence_step, step_word
 
 WIDTH = 620
 ROLE_SHAPES = {"baseline": "square", "selected": "diamond", "frontier": "circle", "dominated": "triangle-up"}
+# a whole sequence (every step of a search or a retraining, one point per policy) on the frontier chart
+SEQUENCE_ROLE = "sequence (whole search / retraining, full cost)"
+SEQUENCE_SHAPE = "cross"
 VERDICT_COLORS = {"baseline": "#555555", "better": "#1a9850", "worse": "#d73027", "no detectable difference": "#4575b4",
                   "n=1, no interval": "#fdae61", "no paired baseline": "#999999"}
 TTA_WHATS = {"steps": "optimisation steps", "flops": "training FLOPs", "time_s": "wall-clock (s)",
@@ -44,10 +47,31 @@ def _ci_text(lo, hi, n) -> str:
 
 
 # ----------------------------------------------------------------------------- frontier
-def frontier_data(aggs: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one row per (finished aggregate, cost axis)."""
+def frontier_data(aggs: pd.DataFrame, sequences: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long table: one row per (finished aggregate, cost axis), sequence steps left out; and with
+    ``sequences`` (:func:`reuse.report.tables.sequence_points`) one row per (whole sequence, cost
+    axis), role :data:`SEQUENCE_ROLE`, at its total cost (wall-clock or FLOPs: the same on the full
+    and the marginal axis, since a sequence reuses only its own steps), on no frontier."""
     rows = []
-    for r in aggs[aggs["n"] > 0].to_dict("records"):
+    for r in (sequences if sequences is not None else pd.DataFrame()).to_dict("records"):
+        for axis, (_, label) in AXES.items():
+            cost = r.get("total_time_s" if axis.startswith("time") else "total_flops")
+            if _absent(cost):
+                continue
+            n = r.get("repeats")
+            steps = "" if _absent(r.get("steps")) else f" × {int(r['steps'])} {step_word(r['scenario'])}"
+            rows.append({"axis": axis, "axis_label": label, "cost": cost, "cost_lo": None, "cost_hi": None,
+                         "acc": r["test_acc"], "acc_lo": r.get("test_acc_lo"), "acc_hi": r.get("test_acc_hi"),
+                         "label": r["label"], "method": r["scenario"], "model": r.get("model"),
+                         "variant": r["policy"], "role": SEQUENCE_ROLE, "on_frontier": False,
+                         "n_of": ("" if _absent(n) else f"{int(n)} repeats") + steps,
+                         "acc_text": _pct(r["test_acc"]),
+                         "ci_text": _ci_text(r.get("test_acc_lo"), r.get("test_acc_hi"), None if _absent(n) else n),
+                         "verdict": "anchor (reuses nothing)" if not _absent(r.get("is_anchor")) and bool(r["is_anchor"])
+                         else "",
+                         "diff_text": "" if _absent(r.get("speedup_flops")) else
+                         f"speed-up over the anchor {r['speedup_flops']:.2f}× (FLOPs)"})
+    for r in aggs[(aggs["n"] > 0) & ~is_sequence_step(aggs)].to_dict("records"):
         for axis, (col, label) in AXES.items():
             if col not in r or r[col] is None or (isinstance(r[col], float) and math.isnan(r[col])):
                 continue
@@ -108,10 +132,11 @@ def place_labels(data: pd.DataFrame, width: int = WIDTH, height: int = FRONTIER_
 
 
 def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: str = "time_full",
-                   title: str = "") -> alt.Chart:
+                   title: str = "", sequences: pd.DataFrame | None = None) -> alt.Chart:
     """Accuracy against cost, every finished aggregate with its 95% intervals (accuracy and cost),
-    the Pareto frontier as a step line, shapes by role. ``axis=None``: a menu picks the cost axis."""
-    data = frontier_data(aggs)
+    the Pareto frontier as a step line, shapes by role. ``axis=None``: a menu picks the cost axis.
+    ``sequences``: whole sequences as extra points (shape :data:`SEQUENCE_SHAPE`, on no frontier)."""
+    data = frontier_data(aggs, sequences)
     if data.empty:
         return _empty("no finished runs to place on the frontier")
     data["label_y"] = place_labels(data)
@@ -142,10 +167,11 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
     front = base.transform_filter(alt.datum.on_frontier).mark_line(interpolate="step-after", color="#333",
                                                                      strokeDash=[4, 3]).encode(
         x=alt.X("cost:Q"), y=alt.Y("acc:Q"), order="cost:Q")
+    shapes = dict(ROLE_SHAPES, **({SEQUENCE_ROLE: SEQUENCE_SHAPE} if (data["role"] == SEQUENCE_ROLE).any() else {}))
     points = base.mark_point(filled=True, size=110, stroke="black", strokeWidth=0.6).encode(
         x=x, y=y, color=alt.Color("method:N", title="method (click to highlight)", scale=alt.Scale(scheme="tableau10")),
-        shape=alt.Shape("role:N", title="role", scale=alt.Scale(domain=list(ROLE_SHAPES),
-                                                                range=list(ROLE_SHAPES.values()))),
+        shape=alt.Shape("role:N", title="role", scale=alt.Scale(domain=list(shapes), range=list(shapes.values())),
+                        legend=alt.Legend(labelLimit=320)),
         opacity=opacity, tooltip=tooltip).add_params(legend_sel)
     # labels of the baselines, the selected and the Pareto-optimal points, moved apart (place_labels)
     labels = base.transform_filter("isValid(datum.label_y)").mark_text(
@@ -155,6 +181,71 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
         x=alt.X("cost:Q"), y=alt.Y("acc:Q"), y2="label_y:Q", opacity=opacity)
     return alt.layer(front, yerr, xerr, leaders, points, labels).properties(width=WIDTH, height=FRONTIER_HEIGHT,
                                                                             title=title)
+
+
+# ----------------------------------------------------------------------------- sequences
+ANCHOR_KIND, REUSE_KIND = "anchor (reuses nothing)", "reuses earlier steps"
+
+
+def sequence_chart_data(curve: pd.DataFrame) -> pd.DataFrame:
+    """Long table of :func:`reuse.report.tables.sequence_curve`: one row per (policy, step, measure)."""
+    if curve.empty:
+        return pd.DataFrame()
+    many = curve["model"].nunique() > 1 if "model" in curve else False
+    rows = []
+    for r in curve.to_dict("records"):
+        series = f"{r['policy']} ({r['model']})" if many else str(r["policy"])
+        for m, (col, _, _, label) in SEQ_MEASURES.items():
+            rows.append({"measure": m, "measure_label": label, "cost": r[col], "acc": r["acc"],
+                         "lo": r["acc_min"], "hi": r["acc_max"], "n": r["n"], "repeats": r["repeats"],
+                         "step": r["step"], "policy": series,
+                         "kind": ANCHOR_KIND if bool(r.get("is_anchor", False)) else REUSE_KIND,
+                         "range_text": "" if _absent(r["acc_min"]) else
+                         f"{100 * r['acc_min']:.2f} – {100 * r['acc_max']:.2f}%"})
+    return _clean(pd.DataFrame(rows))
+
+
+def sequence_chart(curve: pd.DataFrame, anchor_acc: float | None = None, scenario: str = "",
+                   title: str = "") -> alt.Chart:
+    """The cumulative-cost curve of each policy of a sequence: the test accuracy of the model the policy
+    would ship after each step (mean over repeats, band: min to max over repeats) against the
+    cumulative cost (mean over repeats), FLOPs or wall-clock from a menu; the anchor's final accuracy
+    as a dashed rule, the anchor policy dashed."""
+    d = sequence_chart_data(curve)
+    if d.empty:
+        return _empty("no steps of this sequence yet")
+    word = step_word(scenario)
+    pick = alt.param(name="sequence_cost", value="flops",
+                     bind=alt.binding_select(options=list(SEQ_MEASURES),
+                                             labels=[f"cumulative {v[3]}" for v in SEQ_MEASURES.values()],
+                                             name="cost: "))
+    sel = alt.selection_point(fields=["policy"], bind="legend")
+    base = alt.Chart(d).add_params(pick).transform_filter(alt.datum.measure == pick)
+    x = alt.X("cost:Q", title=f"cumulative cost of the {word} so far (mean over repeats; menu below)",
+              scale=alt.Scale(zero=True))
+    color = alt.Color("policy:N", title="policy (click to highlight)", scale=alt.Scale(scheme="tableau10"),
+                      legend=alt.Legend(symbolOpacity=1))
+    # the band is drawn in x order (an `order` channel would stack areas, not sort them)
+    band = base.mark_area().encode(x=x, y=alt.Y("lo:Q"), y2="hi:Q", color=color,
+                                   opacity=alt.condition(sel, alt.value(0.15), alt.value(0.02)))
+    line = base.mark_line(point=True, strokeWidth=1.8).encode(
+        x=x, y=alt.Y("acc:Q", title="shipped model's test accuracy (mean; band: min–max)",
+                     scale=alt.Scale(zero=False), axis=alt.Axis(format=".1%")),
+        color=color, order="step:Q",
+        strokeDash=alt.StrokeDash("kind:N", scale=alt.Scale(domain=[REUSE_KIND, ANCHOR_KIND], range=[[1, 0], [5, 3]]),
+                                  title=None),
+        opacity=alt.condition(sel, alt.value(1.0), alt.value(0.12)),
+        tooltip=[alt.Tooltip("policy:N"), alt.Tooltip("step:Q", title=word.removesuffix("s")),
+                 alt.Tooltip("cost:Q", title="cumulative cost (mean)", format=".3s"),
+                 alt.Tooltip("measure_label:N", title="measure"),
+                 alt.Tooltip("acc:Q", title="shipped test accuracy (mean)", format=".2%"),
+                 alt.Tooltip("range_text:N", title="min – max over repeats"),
+                 alt.Tooltip("n:Q", title="repeats shipping a model"), alt.Tooltip("repeats:Q")]).add_params(sel)
+    layers = [band, line]
+    if anchor_acc is not None and not _absent(anchor_acc):
+        layers.insert(0, alt.Chart(pd.DataFrame({"y": [anchor_acc]})).mark_rule(color="#333", strokeDash=[2, 4]).encode(
+            y="y:Q"))
+    return alt.layer(*layers).properties(width=WIDTH, height=340, title=title)
 
 
 # ----------------------------------------------------------------------------- per-method charts

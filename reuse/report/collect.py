@@ -26,6 +26,9 @@ log = logging.getLogger("reuse.report")
 
 KEY = ["dataset", "model", "method", "variant", "seed"]
 GROUP = ["dataset", "model", "method", "variant"]
+# Where a run sits in a sequence of runs (a hyperparameter search, retraining as data arrives): run.json's
+# `sequence` block (or the variant's `config`); empty for every other run.
+SEQUENCE = ["scenario", "policy", "step"]
 
 # Per-run numbers every table has, even when no run finished.
 NUMERIC = ["params", "epochs", "steps", "examples_seen", "test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc",
@@ -80,6 +83,13 @@ def read_run(run_json: Path, bins: int = M.ECE_BINS) -> tuple[dict, list[dict], 
     final = r.get("final", {})
     row: dict[str, Any] = {k: r.get(k) for k in KEY}
     row["variant"] = row["variant"] or ""
+    row.update(sequence_of(r.get("sequence"), r.get("config")))
+    q = r.get("sequence") or {}
+    if q.get("repeat") is not None:
+        # a sequence run's folder seed is the repeat; run.json's seed may be the run's own training
+        # seed (a search trial trains with repeat * 1000 + trial): key the run by its folder's seed
+        row["train_seed"] = row["seed"]
+        row["seed"] = q["repeat"]
     row.update(status="ok", error="", run=str(folder), arch=r.get("arch"), params=r.get("num_parameters"),
                epochs=r.get("recipe", {}).get("epochs"), steps=cost.get("step"),
                examples_seen=cost.get("examples_seen"), test_acc=final.get("test_acc"),
@@ -123,6 +133,17 @@ def read_run(run_json: Path, bins: int = M.ECE_BINS) -> tuple[dict, list[dict], 
     if mfile.exists():
         curve = read_jsonl(mfile)
     return row, curve, per_class
+
+
+def sequence_of(sequence: dict | None, config: dict | None = None) -> dict[str, Any]:
+    """``scenario``, ``policy`` and ``step`` of a run in a sequence (from run.json's ``sequence``, else
+    its variant ``config``, which a declared run that did not finish has too); None for other runs."""
+    q = sequence or {}
+    c = config if isinstance(config, dict) else {}
+    out = {k: q.get(k, c.get(k)) for k in SEQUENCE}
+    if out["scenario"] is None:
+        return dict.fromkeys(SEQUENCE)
+    return out
 
 
 def _add(a, b):
@@ -169,6 +190,7 @@ def collect(results: str | Path, expected: list[dict] | None = None, bins: int =
             continue
         status, err = _status_of(results / e["relpath"])
         row = dict(zip(KEY, key), status=status, error=err, run=str(results / e["relpath"]))
+        row.update(sequence_of(None, e.get("config")))
         row.update({f"cfg_{k}": v for k, v in flat(e.get("config")).items()})
         rows.append(row)
         seen.add(key)
@@ -190,9 +212,14 @@ def collect(results: str | Path, expected: list[dict] | None = None, bins: int =
         rows.append(dict(zip(KEY, key), status=status, error=err, run=str(folder)))
         seen.add(key)
     runs = pd.DataFrame(rows, columns=list(dict.fromkeys(
-        KEY + ["status", "error", "run"] + NUMERIC + [c for r in rows for c in r])))
+        KEY + SEQUENCE + ["status", "error", "run"] + NUMERIC + [c for r in rows for c in r])))
     runs["seed"] = runs["seed"].astype(int)
     runs[NUMERIC] = runs[NUMERIC].apply(pd.to_numeric, errors="coerce")
+    for c in ("step", "train_seed"):
+        if c in runs:
+            runs[c] = pd.to_numeric(runs[c], errors="coerce").astype("Int64")
+    runs[["scenario", "policy"]] = runs[["scenario", "policy"]].astype(object).where(
+        runs[["scenario", "policy"]].notna(), None)
     runs["expected"] = [tuple(r) in exp_keys for r in runs[KEY].itertuples(index=False)] if expected else True
     runs = _tidy_types(runs).sort_values(KEY, kind="stable").reset_index(drop=True)
     curves_df = pd.DataFrame(curves, columns=KEY + ["epoch", "step", "test_acc", "test_loss", "train_acc",

@@ -16,9 +16,14 @@ import numpy as np
 import pandas as pd
 
 from reuse import metrics as M
-from reuse.report.collect import AXES, GROUP, KEY, Collected
+from reuse.report.collect import AXES, GROUP, KEY, SEQUENCE, Collected
 
 BASELINE = "baseline"
+# The role of an aggregate that is one step of a sequence (a search trial, a retraining step): not a
+# method one picks on its own (its cost leaves out the steps before it, and picking a trial by its test
+# accuracy would choose on the test split), so it is left out of the frontier and the recommendations;
+# the whole sequences are placed there instead (:func:`sequence_points`).
+SEQUENCE_STEP = "sequence step"
 # Metrics aggregated over seeds with mean, std and a bootstrap interval.
 STAT_COLS = ["test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", "cost_time_full_s", "cost_time_marginal_s",
              "cost_flops_full", "cost_flops_marginal", "steps", "examples_seen", "train_time_s", "train_flops",
@@ -106,7 +111,7 @@ def aggregate(runs: pd.DataFrame, boot: M.Bootstrap, targets: Iterable[float] = 
             mean = std = lo = hi = np.full(len(stat_cols), np.nan)
         for i, c in enumerate(stat_cols):
             row[c], row[f"{c}_std"], row[f"{c}_lo"], row[f"{c}_hi"] = mean[i], std[i], lo[i], hi[i]
-        for c in cfg_cols:
+        for c in cfg_cols + [c for c in SEQUENCE if c in g]:
             vals = g[c].dropna()
             row[c] = vals.iloc[0] if len(vals) else None
         for c in [c for c in runs.columns if c.startswith("reused_") and c.endswith(("_n", "_time_s", "_flops"))
@@ -146,15 +151,22 @@ def aggregate(runs: pd.DataFrame, boot: M.Bootstrap, targets: Iterable[float] = 
     return add_frontiers(aggs)
 
 
+def is_sequence_step(df: pd.DataFrame) -> pd.Series:
+    """Rows (runs or aggregates) that are one step of a sequence: those with a ``scenario``."""
+    if "scenario" not in df:
+        return pd.Series(False, index=df.index)
+    return df["scenario"].map(lambda v: not _absent(v) and v != "")
+
+
 def add_frontiers(aggs: pd.DataFrame) -> pd.DataFrame:
     """``frontier_<axis>``: whether the aggregate is Pareto-optimal (mean cost vs mean accuracy)
-    among all finished aggregates of its dataset, for each cost axis."""
+    among all finished aggregates of its dataset, for each cost axis. Sequence steps are never on it."""
     aggs = aggs.copy()
     for axis, (col, _) in AXES.items():
         aggs[f"frontier_{axis}"] = False
         if col not in aggs.columns:
             continue
-        for _, g in aggs[aggs["n"] > 0].groupby("dataset"):
+        for _, g in aggs[(aggs["n"] > 0) & ~is_sequence_step(aggs)].groupby("dataset"):
             on = M.pareto_front(g[col].to_numpy(dtype=np.float64), g["test_acc"].to_numpy(dtype=np.float64))
             aggs.loc[g.index, f"frontier_{axis}"] = on
     return aggs
@@ -169,11 +181,12 @@ def recommend(aggs: pd.DataFrame, axis: str) -> pd.DataFrame:
     methods whose paired interval says ``better`` than their own baseline. The recommendation is the
     eligible aggregate with the highest mean accuracy; if that is a baseline, no method beats the
     baseline at that budget. Budgets step at every aggregate's mean cost; consecutive budgets with
-    the same answer are merged into one range ``[budget_lo, budget_hi)``.
+    the same answer are merged into one range ``[budget_lo, budget_hi)``. Sequence steps are not
+    candidates (see :data:`SEQUENCE_STEP`; :func:`sequence_recommendation` speaks for the sequences).
     """
     col = AXES[axis][0]
     out = []
-    for ds, g in aggs[(aggs["n"] > 0)].groupby("dataset", sort=True):
+    for ds, g in aggs[(aggs["n"] > 0) & ~is_sequence_step(aggs)].groupby("dataset", sort=True):
         g = g[g[col].notna() & g["test_acc"].notna()]
         levels = sorted(set(g[col]))
         prev = None
@@ -263,16 +276,20 @@ def statement(r: dict) -> str:
 
 def add_roles(aggs: pd.DataFrame, recs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """``role_<axis>``: baseline, selected (recommended at some budget), frontier (Pareto-optimal) or
-    dominated; ``missing`` for aggregates with no finished run."""
+    dominated; ``missing`` for aggregates with no finished run; ``sequence step`` for a step of a
+    sequence (on no frontier)."""
     aggs = aggs.copy()
+    step = list(is_sequence_step(aggs))
     for axis in AXES:
         chosen = set()
         if axis in recs and not recs[axis].empty:
             chosen = {(d, lbl) for d, lbl in zip(recs[axis]["dataset"], recs[axis]["recommended"]) if lbl}
         roles = []
-        for r in aggs.itertuples(index=False):
+        for i, r in enumerate(aggs.itertuples(index=False)):
             if r.n == 0:
                 roles.append("missing")
+            elif step[i]:
+                roles.append(SEQUENCE_STEP)
             elif r.method == BASELINE:
                 roles.append("baseline")
             elif (r.dataset, r.label) in chosen:
@@ -295,5 +312,161 @@ def summary_table(runs: pd.DataFrame, aggs: pd.DataFrame) -> pd.DataFrame:
     a["seed"] = pd.NA
     df = pd.concat([r, a], ignore_index=True, sort=False)
     df["seed"] = df["seed"].astype("Int64")
-    front = ["row", "dataset", "model", "method", "variant", "seed", "label", "status", "n", "n_expected", "n_of"]
+    if "step" in df:
+        df["step"] = pd.to_numeric(df["step"], errors="coerce").astype("Int64")
+    front = ["row", "dataset", "model", "method", "variant", "seed", *SEQUENCE, "label", "status", "n", "n_expected",
+             "n_of"]
     return df[[c for c in front if c in df.columns] + [c for c in df.columns if c not in front]]
+
+
+# ----------------------------------------------------------------------------- sequences
+# The study tables of a sequence scenario (a hyperparameter search, retraining as data arrives), known
+# by their columns, not their names: per step (``<scenario>_steps.csv``: one row per policy, repeat and
+# step, with the cumulative cost and the model the policy would ship) and per policy (``<scenario>.csv``).
+STEP_COLS = {"scenario", "policy", "seed", "step", "cum_flops", "cum_time_s", "shipped_test_acc"}
+POLICY_COLS = {"scenario", "policy", "test_acc", "total_flops", "total_time_s"}
+# How the steps of a scenario are called in sentences (anything else: "steps").
+STEP_WORDS = {"search": "trials", "retrain": "retraining steps"}
+# The cost measures of a sequence: name, cumulative column (steps table), total column and reach column
+# (policy table), label.
+SEQ_MEASURES = {"flops": ("cum_flops", "total_flops", "reach_cum_flops", "FLOPs"),
+                "time": ("cum_time_s", "total_time_s", "reach_cum_time_s", "wall-clock")}
+
+
+def step_word(scenario: str) -> str:
+    return STEP_WORDS.get(scenario, "steps")
+
+
+def sequence_tables(studies: dict[str, pd.DataFrame], scenarios: Iterable[str] | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-step and per-policy sequence tables among a dataset's studies (all of them, or those
+    rows whose ``scenario`` is one of ``scenarios``), each concatenated over the studies that have
+    the columns, with the study's name in ``study``."""
+    want = None if scenarios is None else set(scenarios)
+    found: dict[str, list[pd.DataFrame]] = {"steps": [], "policies": []}
+    for name, df in studies.items():
+        for kind, cols in (("steps", STEP_COLS), ("policies", POLICY_COLS)):
+            if cols <= set(df.columns) and not (kind == "policies" and "step" in df.columns):
+                rows = df if want is None else df[df["scenario"].isin(want)]
+                if len(rows):
+                    found[kind].append(rows.assign(study=name))
+    return tuple(pd.concat(v, ignore_index=True) if v else pd.DataFrame() for v in (found["steps"], found["policies"]))
+
+
+def sequence_curve(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model, scenario, policy, step), over the repeats: the mean cumulative cost (FLOPs,
+    wall-clock) and the shipped model's test accuracy (mean, min, max, number of repeats that ship
+    one by then: a search ships nothing before its first finished trial)."""
+    if steps.empty:
+        return pd.DataFrame()
+    keys = [k for k in ("dataset", "model", "scenario", "policy", "step") if k in steps]
+    d = steps.copy()
+    d["shipped_test_acc"] = pd.to_numeric(d["shipped_test_acc"], errors="coerce")
+    g = d.groupby(keys, sort=True)
+    out = g.agg(cum_flops=("cum_flops", "mean"), cum_time_s=("cum_time_s", "mean"),
+                acc=("shipped_test_acc", "mean"), acc_min=("shipped_test_acc", "min"),
+                acc_max=("shipped_test_acc", "max"), n=("shipped_test_acc", "count"),
+                repeats=("seed", "nunique")).reset_index()
+    return out
+
+
+def sequence_points(policies: pd.DataFrame) -> pd.DataFrame:
+    """One point per (dataset, model, scenario, policy): the whole sequence's mean total cost (every
+    step's own cost: a sequence reuses only its own earlier steps) and its final shipped model's mean
+    test accuracy with its interval, from the per-policy table."""
+    if policies.empty:
+        return pd.DataFrame()
+    d = policies.copy()
+    for c in ("test_acc_lo", "test_acc_hi", "repeats", "steps", "model", "is_anchor"):
+        if c not in d:
+            d[c] = np.nan
+    d["label"] = [f"{s}: {p}" + ("" if _absent(m) else f" ({m})") for s, p, m in zip(d["scenario"], d["policy"],
+                                                                                      d["model"])]
+    return d
+
+
+def _speedup_text(r: dict, measure: str, confidence: float) -> str:
+    c = f"speedup_{measure}"
+    v = r.get(c)
+    if _absent(v):
+        return "n/a"
+    lo, hi = r.get(f"{c}_lo"), r.get(f"{c}_hi")
+    ci = (f" ({100 * confidence:g}% CI [{lo:.2f}, {hi:.2f}])" if not (_absent(lo) or _absent(hi))
+          else " (one repeat, no interval)")
+    return f"{v:.2f}×{ci}"
+
+
+def sequence_recommendation(policies: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (dataset, model, scenario) of a per-policy sequence table: which policy reached the anchor's
+    final test accuracy (the anchor: the policy that reuses nothing) at the lowest mean cost, in FLOPs
+    and in wall-clock, among those that reached it in every repeat; and the sentence that says so."""
+    out = []
+    if policies.empty:
+        return pd.DataFrame()
+    keys = [k for k in ("dataset", "model", "scenario") if k in policies]
+    for key, g in policies.groupby(keys, sort=True, dropna=False):
+        rec: dict[str, Any] = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        scen, ds, model = rec.get("scenario"), rec.get("dataset", ""), rec.get("model")
+        anchor = next((a for a in g.get("anchor", pd.Series(dtype=object)) if not _absent(a)), None)
+        arow = g[g["policy"] == anchor]
+        a = arow.iloc[0].to_dict() if len(arow) else None
+        n_steps = int(g["steps"].max()) if "steps" in g and g["steps"].notna().any() else None
+        n_rep = int(g["repeats"].max()) if "repeats" in g and g["repeats"].notna().any() else None
+        size = (f"{n_steps} {step_word(scen)} × {n_rep} repeats" if n_steps is not None and n_rep is not None
+                else "size unknown")
+        head = f"{ds}, {scen} of {model} ({size}, {g['policy'].nunique()} policies)"
+        rec.update(anchor=anchor, steps=n_steps, repeats=n_rep)
+        if a is None:
+            rec.update(best_flops=None, best_time=None,
+                       statement=f"{head}: no anchor policy (one that reuses nothing), so no speed-ups.")
+            out.append(rec)
+            continue
+        others = g[g["policy"] != anchor]
+        full = others[pd.to_numeric(others.get("reached"), errors="coerce") >= pd.to_numeric(others["repeats"])] \
+            if "reached" in others else others.iloc[:0]
+        best, best_ties = {}, {}
+        for m, (_, total, reach, _) in SEQ_MEASURES.items():
+            cand = full[np.isfinite(pd.to_numeric(full[reach], errors="coerce"))] if reach in full else full.iloc[:0]
+            if len(cand):
+                cand = cand.assign(_c=pd.to_numeric(cand[reach]), _s=-pd.to_numeric(cand[f"speedup_{m}"]))
+                cand = cand.sort_values(["_c", "_s", "policy"])
+                best[m] = cand.iloc[0].to_dict()
+                best_ties[m] = list(cand.loc[np.isclose(cand["_c"], cand["_c"].iloc[0], rtol=1e-9, atol=0), "policy"])
+            rec[f"best_{m}"] = best[m]["policy"] if m in best else None
+        target = (f"the anchor {anchor}'s final test accuracy ({fmt_acc(a['test_acc'])}, "
+                  f"after its whole sequence of {fmt_cost(a['total_flops'], 'flops')}, {fmt_cost(a['total_time_s'], 'time')})")
+        if "flops" in best:
+            b = best["flops"]
+            tied = [t for t in best_ties["flops"] if t != b["policy"]]
+            s = (f"{head}: {b['policy']} reached {target} in {int(b['repeats'])} of {int(b['repeats'])} repeats at "
+                 f"the lowest cost" + (f" (tied with {', '.join(tied)})" if tied else "") + ", "
+                 f"{fmt_cost(b['reach_cum_flops'], 'flops')} on average: a speed-up of "
+                 f"{_speedup_text(b, 'flops', confidence)} in FLOPs and {_speedup_text(b, 'time', confidence)} in "
+                 f"wall-clock over the anchor's whole sequence. Its final shipped model: "
+                 f"{fmt_acc(b['test_acc'])} test accuracy ({100 * confidence:g}% CI "
+                 f"{fmt_ci(b.get('test_acc_lo', np.nan), b.get('test_acc_hi', np.nan))}).")
+            sp = pd.to_numeric(full["speedup_flops"], errors="coerce") if "speedup_flops" in full else None
+            if sp is not None and sp.notna().any() and sp.max() > b["speedup_flops"] + 1e-9:
+                h = full.loc[sp.idxmax()]
+                s += (f" {h['policy']} has a higher mean speed-up ({_speedup_text(h, 'flops', confidence)}, a mean of "
+                      f"per-repeat ratios) but a higher mean cost to reach it ({fmt_cost(h['reach_cum_flops'], 'flops')}).")
+            t = best.get("time")
+            if t is not None and t["policy"] != b["policy"]:
+                s += (f" In wall-clock, {t['policy']} got there first ({fmt_cost(t['reach_cum_time_s'], 'time')} "
+                      f"on average, speed-up {_speedup_text(t, 'time', confidence)}).")
+        else:
+            s = f"{head}: no policy other than the anchor reached {target} in every repeat"
+            if len(others) and "reached" in others:
+                o = others.assign(_r=pd.to_numeric(others["reached"], errors="coerce"),
+                                  _s=pd.to_numeric(others.get("speedup_flops"), errors="coerce"))
+                c = o.sort_values(["_r", "_s", "policy"], ascending=[False, False, True]).iloc[0].to_dict()
+                s += (f"; the closest, {c['policy']}, reached it in {int(c['_r'])} of {int(c['repeats'])} repeats "
+                      f"(mean speed-up {_speedup_text(c, 'flops', confidence)} in FLOPs, counting 0 for the "
+                      "repeats that never reach it).")
+            else:
+                s += "."
+        s += (" Choices inside a sequence (the model a policy ships, its teachers and warm starts, which trials stop "
+              "early) are made on the validation split only; test accuracy is only reported.")
+        rec["statement"] = s
+        out.append(rec)
+    return pd.DataFrame(out)

@@ -47,10 +47,16 @@ def check_recommendations(results: Path) -> list[dict]:
     """The recommendations page agrees with summary.parquet: for every budget range, the recommended
     aggregate is the highest-accuracy one among the affordable baselines and paired-better methods,
     "no method beats the baseline" exactly when that is a baseline (or nothing), the ranges tile the
-    cost axis from the cheapest aggregate, and each statement is printed on the page."""
+    cost axis from the cheapest aggregate, and each statement is printed on the page. The steps of a
+    sequence (aggregates with a ``scenario``: a search trial, a retraining step) are no candidates."""
     summary = pd.read_parquet(results / "summary.parquet")
     aggs = summary[summary["row"] == "aggregate"]
     check_verdicts(aggs)
+    if "scenario" in aggs:
+        steps = aggs[aggs["scenario"].notna()]
+        assert (steps["role_time_full"].isin(["sequence step", "missing"])).all(), steps["role_time_full"]
+        assert not steps[[f"frontier_{a}" for a in AXES]].any().any()
+        aggs = aggs[aggs["scenario"].isna()]
     page = results / "report" / "recommendations.html"
     recs = embedded_json(page, "recommendations")
     text = page.read_text()
