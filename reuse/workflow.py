@@ -174,6 +174,59 @@ def run_study(snakemake: Any) -> None:
         params=dict(sm.params.params), out_csv=sm.output[0]))
 
 
+# ----------------------------------------------------------------------------- rule entry points
+# One per rule script of the shared rules (``rules/scripts/<name>.py``): the script hands its job to
+# ``reuse.zygote.run(snakemake, "reuse.workflow:rule_<name>")``, which needs a function it can import
+# by name. Each one unpacks the Snakemake object into its stage's arguments under run_rule.
+def rule_prepare_data(snakemake: Any) -> None:
+    run_rule(snakemake, lambda sm: prepare_data(sm.wildcards.dataset, dict(sm.params.spec), sm.output.npz,
+                                                sm.output.meta))
+
+
+def rule_train_baseline(snakemake: Any) -> None:
+    run_rule(snakemake, lambda sm: train_baseline(
+        nproc=int(sm.params.nproc), log_path=sm.log[0] if len(sm.log) else None, threads=sm.threads,
+        data_dir=str(Path(sm.input.npz).parent), model_name=sm.params.model, model_cfg=dict(sm.params.model_cfg),
+        recipe=dict(sm.params.recipe), seed=int(sm.wildcards.seed), device=sm.params.device,
+        progress=sm.params.progress,
+        outputs={"ckpts": dict(zip(sm.params.epochs, sm.output.ckpts)), "metrics": sm.output.metrics,
+                 "run": sm.output.run, "predictions": sm.output.predictions,
+                 "example_stats": sm.output.example_stats[0] if sm.output.example_stats else None}))
+
+
+def rule_logit_cache(snakemake: Any) -> None:
+    run_rule(snakemake, lambda sm: logit_cache(
+        data_dir=str(Path(sm.input.npz).parent), checkpoints=list(sm.input.ckpts),
+        out_dirs=[str(Path(p).parent) for p in sm.output if p.endswith("meta.json")],
+        cache_cfg=dict(sm.params.cache), device=sm.params.device))
+
+
+def rule_summarize(snakemake: Any) -> None:
+    run_rule(snakemake, lambda sm: summarize(list(sm.input), sm.output[0]))
+
+
+def rule_score_run(snakemake: Any) -> None:
+    run_rule(snakemake, lambda sm: score_run(
+        data_dir=str(Path(sm.input.npz).parent), run_dir=str(Path(sm.input.run).parent), epochs=list(sm.params.epochs),
+        names=list(sm.params.names), batch_size=sm.params.batch_size, device=sm.params.device,
+        out_npz=sm.output.npz, out_json=sm.output.json))
+
+
+def rule_score_table(snakemake: Any) -> None:
+    run_rule(snakemake, lambda sm: score_table(
+        run_npzs=[f for f in sm.input if f.endswith(".npz")], run_jsons=[f for f in sm.input if f.endswith(".json")],
+        out_parquet=sm.output.parquet, out_json=sm.output.json))
+
+
+def rule_score_agreement(snakemake: Any) -> None:
+    run_rule(snakemake, lambda sm: score_agreement(run_npzs=list(sm.input), out_csv=sm.output[0]))
+
+
+def rule_report(snakemake: Any) -> None:
+    # the results folder is the one holding summary.parquet
+    run_rule(snakemake, lambda sm: report(results=str(Path(sm.output.parquet).parent), config=dict(sm.params.config)))
+
+
 def run_key(run_dir: str | os.PathLike) -> str:
     """A run's folder below its dataset, ``<model>/baseline/s<seed>`` or
     ``<model>/<method>/<variant>/s<seed>``, whatever folder holds the results: how studies match a

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MNIST_ROOT = ROOT.parent / "shared" / "data"
 
 torch.set_num_threads(1)
+# fork servers the workflow tests start (reuse/zygote.py) exit soon after the last job
+os.environ.setdefault("REUSE_ZYGOTE_IDLE_S", "20")
 
 
 @pytest.fixture(scope="session")

@@ -184,3 +184,81 @@ def method_job(cfg: dict, method: str, dataset: str, variant: str, seed: int, re
                         "example_stats": str(run / "example_stats.npz") if m.example_stats(cfg, variant) else None,
                         "extra": [str(run / f) for f in m.extra_outputs(cfg, variant)]},
             "device_name": "cpu", "progress": "off"}
+
+
+# ----------------------------------------------------------------------------- fork server jobs
+# Stages that tests/test_zygote.py runs as rule jobs ("tests.helpers:zygote_<name>"), through the fork
+# server (reuse.zygote) and in a process of their own, to compare the two.
+def zygote_train(snakemake) -> None:
+    """Train a tiny model on a fixed seed under :func:`reuse.workflow.run_rule` (which sets the
+    job's threads); write its weights (``output.weights``, .npy), what the process looked like
+    (``output.facts``, the same on both paths) and which process it was (``output.where``)."""
+    import json
+    import logging
+    import random
+    import tempfile
+
+    import numpy as np
+
+    from reuse.workflow import run_rule
+
+    where = {"pid": os.getpid(), "ppid": os.getppid(), "torch_seed": torch.initial_seed(),
+             "numpy_draw": float(np.random.rand())}  # a fresh process's generators start unseeded
+    facts = {"root_handlers": len(logging.getLogger().handlers), "cwd": os.getcwd(),
+             "var": os.environ.get("ZYGOTE_TEST_VAR"), "argv": sys.argv[2:], "tmp": tempfile.gettempdir(),
+             "streams": [(s.encoding, s.errors, s.line_buffering, s.write_through, type(s.buffer).__name__)
+                         for s in (sys.stdin, sys.stdout, sys.stderr)],
+             "cuda_initialized": torch.cuda.is_initialized()}
+
+    def train(sm) -> None:
+        seed_everything(int(sm.params.seed))
+        facts.update(threads=torch.get_num_threads(), random=random.random(), numpy=float(np.random.rand()))
+        model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x, y = torch.randn(512, 16), torch.randint(0, 4, (512,))
+        for _ in range(20):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        np.save(sm.output.weights, torch.cat([p.detach().flatten() for p in model.parameters()]).numpy())
+        Path(sm.output.facts).write_text(json.dumps(facts, sort_keys=True))
+        Path(sm.output.where).write_text(json.dumps(where))
+
+    run_rule(snakemake, train)
+
+
+def zygote_where(snakemake) -> None:
+    """Write which process ran the job (``pid``, ``ppid``) to ``output[0]``."""
+    import json
+
+    Path(snakemake.output[0]).write_text(json.dumps({"pid": os.getpid(), "ppid": os.getppid()}))
+
+
+def zygote_sleep(snakemake) -> None:
+    """Write the job's pid to ``output.started``, sleep ``params.sleep`` seconds, then touch ``output.done``."""
+    import time
+
+    Path(snakemake.output.started).write_text(str(os.getpid()))
+    time.sleep(float(snakemake.params.sleep))
+    Path(snakemake.output.done).touch()
+
+
+def zygote_fail(snakemake) -> None:
+    """Say so on stderr, then raise ``ValueError``."""
+    print("about to fail", file=sys.stderr)
+    raise ValueError(f"boom {snakemake.params.n}")
+
+
+def zygote_exit(snakemake) -> None:
+    sys.exit(snakemake.params.code)
+
+
+def zygote_reuse_error(snakemake) -> None:
+    """A :class:`reuse.errors.ReuseError` under run_rule: one clear line and exit status 1."""
+    from reuse.errors import ReuseError
+    from reuse.workflow import run_rule
+
+    def stage(sm):
+        raise ReuseError(f"nothing to do for {sm.params.n}")
+
+    run_rule(snakemake, stage)

@@ -1,3 +1,3 @@
-from reuse.workflow import prepare_data, run_rule
+from reuse.zygote import run
 
-run_rule(snakemake, lambda sm: prepare_data(sm.wildcards.dataset, dict(sm.params.spec), sm.output.npz, sm.output.meta))
+run(snakemake, "reuse.workflow:rule_prepare_data")

@@ -1,6 +1,3 @@
-from pathlib import Path
+from reuse.zygote import run
 
-from reuse.workflow import report, run_rule
-
-# the results folder is the one holding summary.parquet
-run_rule(snakemake, lambda sm: report(results=str(Path(sm.output.parquet).parent), config=dict(sm.params.config)))
+run(snakemake, "reuse.workflow:rule_report")

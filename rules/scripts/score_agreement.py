@@ -1,3 +1,3 @@
-from reuse.workflow import run_rule, score_agreement
+from reuse.zygote import run
 
-run_rule(snakemake, lambda sm: score_agreement(run_npzs=list(sm.input), out_csv=sm.output[0]))
+run(snakemake, "reuse.workflow:rule_score_agreement")

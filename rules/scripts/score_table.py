@@ -1,5 +1,3 @@
-from reuse.workflow import run_rule, score_table
+from reuse.zygote import run
 
-run_rule(snakemake, lambda sm: score_table(
-    run_npzs=[f for f in sm.input if f.endswith(".npz")], run_jsons=[f for f in sm.input if f.endswith(".json")],
-    out_parquet=sm.output.parquet, out_json=sm.output.json))
+run(snakemake, "reuse.workflow:rule_score_table")

@@ -1,3 +1,3 @@
-from reuse.workflow import run_stage
+from reuse.zygote import run
 
-run_stage(snakemake)
+run(snakemake, "reuse.workflow:run_stage")

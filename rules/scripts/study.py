@@ -1,3 +1,3 @@
-from reuse.workflow import run_study
+from reuse.zygote import run
 
-run_study(snakemake)
+run(snakemake, "reuse.workflow:run_study")

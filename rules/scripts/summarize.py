@@ -1,3 +1,3 @@
-from reuse.workflow import run_rule, summarize
+from reuse.zygote import run
 
-run_rule(snakemake, lambda sm: summarize(list(sm.input), sm.output[0]))
+run(snakemake, "reuse.workflow:rule_summarize")

@@ -1,3 +1,3 @@
-from reuse.workflow import train_method
+from reuse.zygote import run
 
-train_method(snakemake)
+run(snakemake, "reuse.workflow:train_method")
