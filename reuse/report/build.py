@@ -3,7 +3,7 @@
 Pages (under ``<results>/report/``): ``index.html``, ``frontier.html``, ``recommendations.html``,
 ``runs.html``, one ``method-<method>.html`` per method found or expected, one
 ``scores-<dataset>.html`` per dataset with a score table; key charts as PNG and SVG under
-``figures/``. Sequences of runs (a search, retraining as data arrives: runs with a ``scenario``)
+``figures/``. Sequences of runs (hyperparameter tuning, retraining as data arrives: runs with a ``scenario``)
 are shown from their study tables, whole: cumulative-cost curves, policy and step tables on the
 method's page, one point per policy on the frontier, a sentence per scenario in the recommendations. Everything is driven by the run table: a method nobody told this module about gets its
 page, its frontier points and its recommendations like any other.
@@ -124,7 +124,7 @@ class _Context:
         # datasets with a score table, and those the config scores (a page says when the table is missing)
         self.score_sets = sorted(set(self.col.scores) | set(score_datasets(self.config) if self.config else []))
         self.nav += [(scores_page(ds), f"scores ({ds})") for ds in self.score_sets]
-        # sequences (search, retraining), whole: from the study tables that have their columns
+        # sequences (tuning, retraining), whole: from the study tables that have their columns
         self.seq = {ds: sequence_tables(self.col.studies.get(ds, {})) for ds in self.datasets}
         self.seq_points = {ds: sequence_points(pol) for ds, (_, pol) in self.seq.items()}
         pols = [pol for _, pol in self.seq.values() if not pol.empty]
@@ -202,7 +202,7 @@ class _Context:
         pts = self.seq_points[ds]
         if pts.empty:
             return
-        p.h("Sequences (whole search / retraining, full cost)", 3)
+        p.h("Sequences (whole tuning / retraining, full cost)", 3)
         p.p("One row per scenario and policy, from results/<dataset>/studies/<scenario>.csv: mean over repeats of "
             "the whole sequence's cost (every step's own training, validation and cache writes) and of the final "
             "shipped model's test accuracy; the crosses on the chart above. Details on the method pages.",
@@ -251,7 +251,7 @@ class _Context:
                 p.chart(C.sequence_chart(curve, anchor["test_acc"].iloc[0] if len(anchor) else None, sc),
                         f"sequence-{ds}-{method}-{sc}",
                         f"One line per policy: after each of its {word}, the test accuracy of the model the policy "
-                        "would ship then (a search: its finished trial with the best validation accuracy so far, "
+                        "would ship then (tuning: its finished trial with the best validation accuracy so far, "
                         "chosen on validation only; retraining: the latest step's model), mean over repeats, band: "
                         "min to max over repeats; x: the "
                         f"cumulative cost of the {word} so far (every step's own training, validation and cache "
@@ -292,7 +292,7 @@ class _Context:
         return shown
 
     def steps_tables(self, p: Page, st: pd.DataFrame, scenario: str) -> None:
-        """Every step of each policy (a search's trials: hyperparameters, state, accuracies, cost, what it
+        """Every step of each policy (a tuning sequence's trials: hyperparameters, state, accuracies, cost, what it
         reused), one collapsible table per policy."""
         word = step_word(scenario)
         one = word.removesuffix("s")
@@ -306,7 +306,7 @@ class _Context:
         cols = {"seed": "repeat", "step": one, **{c: c.removeprefix("hp_") for c in hp}, "state_text": "state",
                 "epochs_trained": "epochs trained", "trained_on": "examples trained on", "val_acc": "val. accuracy",
                 "test_acc": "test accuracy", "own_flops": "own FLOPs", "own_time_s": "own time (s)",
-                "cum_flops": "cumulative FLOPs", "teachers": f"teachers ({word})", "init_from": f"warm start from ({one})",
+                "cum_flops": "cumulative FLOPs", "teachers": f"teachers ({word})", "init_from": f"initialised from ({one})",
                 "shipped": "shipped at the end"}
         cols = {k: v for k, v in cols.items() if k in d and d[k].notna().any() and (d[k] != "").any()}
         formats = {"val_acc": "pct", "test_acc": "pct", "own_flops": "g", "own_time_s": "g", "cum_flops": "g",
@@ -314,7 +314,7 @@ class _Context:
         p.h(f"Every {one} of each policy", 4)
         pruned = "state" in d and (d["state"] == "PRUNED").any()
         p.p(f"From the study table of the {word}: one row per repeat and {one}; 'shipped at the end' marks the model "
-            "the policy ships after its last step (a search: the finished trial with the best validation accuracy, "
+            "the policy ships after its last step (tuning: the finished trial with the best validation accuracy, "
             "never chosen on test; retraining: the last step's model)" +
             ("; stopped early: pruned on its validation curve by the policy's pruner." if pruned else "."),
             cls="note")
@@ -370,7 +370,7 @@ class _Context:
             p.raw(self.agg_table(a[(a["n"] > 0) & ~steps].sort_values(["model", "method", "variant"])))
             if (steps & (a["n"] > 0)).any():
                 seq = sorted(set(a.loc[steps, "method"]))
-                p.p(f"{int((steps & (a['n'] > 0)).sum())} steps of sequences (search trials, retraining steps) are "
+                p.p(f"{int((steps & (a['n'] > 0)).sum())} steps of sequences (tuning trials, retraining steps) are "
                     "not listed here: a step is not used on its own; each sequence is shown whole on its page: " +
                     links([(method_page(m), m) for m in seq]) + ".", raw=True, cls="note")
             none = a[a["n"] == 0]
@@ -548,7 +548,7 @@ class _Context:
                             "Speed-up = the baseline's cost to first reach the target / the method's, over the seeds "
                             "where both reach it (paired bootstrap interval); first epoch at or above the target, no "
                             "interpolation. Runs that never reach it show as 0 (grey).")
-            # the steps of a sequence are no designed sweep (a search's hyperparameters are drawn, its step
+            # the steps of a sequence are no designed sweep (a tuning sequence's hyperparameters are drawn, its step
             # number is no setting): none is drawn
             sweeps = self.sweeps(own) if shown is None else []
             for key, group in sweeps:

@@ -15,8 +15,8 @@ from reuse.report.tables import BASELINE, SEQ_MEASURES, is_sequence_step, step_w
 
 WIDTH = 620
 ROLE_SHAPES = {"baseline": "square", "selected": "diamond", "frontier": "circle", "dominated": "triangle-up"}
-# a whole sequence (every step of a search or a retraining, one point per policy) on the frontier chart
-SEQUENCE_ROLE = "sequence (whole search / retraining, full cost)"
+# a whole sequence (every step of a tuning sequence or a retraining, one point per policy) on the frontier chart
+SEQUENCE_ROLE = "sequence (whole tuning / retraining, full cost)"
 SEQUENCE_SHAPE = "cross"
 VERDICT_COLORS = {"baseline": "#555555", "better": "#1a9850", "worse": "#d73027", "no detectable difference": "#4575b4",
                   "n=1, no interval": "#fdae61", "no paired baseline": "#999999"}

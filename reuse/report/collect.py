@@ -26,7 +26,7 @@ log = logging.getLogger("reuse.report")
 
 KEY = ["dataset", "model", "method", "variant", "seed"]
 GROUP = ["dataset", "model", "method", "variant"]
-# Where a run sits in a sequence of runs (a hyperparameter search, retraining as data arrives): run.json's
+# Where a run sits in a sequence of runs (a hyperparameter tuning sequence, retraining as data arrives): run.json's
 # `sequence` block (or the variant's `config`); empty for every other run.
 SEQUENCE = ["scenario", "policy", "step"]
 
@@ -87,7 +87,7 @@ def read_run(run_json: Path, bins: int = M.ECE_BINS) -> tuple[dict, list[dict], 
     q = r.get("sequence") or {}
     if q.get("repeat") is not None:
         # a sequence run's folder seed is the repeat; run.json's seed may be the run's own training
-        # seed (a search trial trains with repeat * 1000 + trial): key the run by its folder's seed
+        # seed (a tuning trial trains with repeat * 1000 + trial): key the run by its folder's seed
         row["train_seed"] = row["seed"]
         row["seed"] = q["repeat"]
     row.update(status="ok", error="", run=str(folder), arch=r.get("arch"), params=r.get("num_parameters"),

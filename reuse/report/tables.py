@@ -19,7 +19,7 @@ from reuse import metrics as M
 from reuse.report.collect import AXES, GROUP, KEY, SEQUENCE, Collected
 
 BASELINE = "baseline"
-# The role of an aggregate that is one step of a sequence (a search trial, a retraining step): not a
+# The role of an aggregate that is one step of a sequence (a tuning trial, a retraining step): not a
 # method one picks on its own (its cost leaves out the steps before it, and picking a trial by its test
 # accuracy would choose on the test split), so it is left out of the frontier and the recommendations;
 # the whole sequences are placed there instead (:func:`sequence_points`).
@@ -320,13 +320,11 @@ def summary_table(runs: pd.DataFrame, aggs: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- sequences
-# The study tables of a sequence scenario (a hyperparameter search, retraining as data arrives), known
+# The study tables of a sequence scenario (a hyperparameter tuning sequence, retraining as data arrives), known
 # by their columns, not their names: per step (``<scenario>_steps.csv``: one row per policy, repeat and
 # step, with the cumulative cost and the model the policy would ship) and per policy (``<scenario>.csv``).
 STEP_COLS = {"scenario", "policy", "seed", "step", "cum_flops", "cum_time_s", "shipped_test_acc"}
 POLICY_COLS = {"scenario", "policy", "test_acc", "total_flops", "total_time_s"}
-# How the steps of a scenario are called in sentences (anything else: "steps").
-STEP_WORDS = {"search": "trials", "retrain": "retraining steps"}
 # The cost measures of a sequence: name, cumulative column (steps table), total column and reach column
 # (policy table), label.
 SEQ_MEASURES = {"flops": ("cum_flops", "total_flops", "reach_cum_flops", "FLOPs"),
@@ -334,7 +332,12 @@ SEQ_MEASURES = {"flops": ("cum_flops", "total_flops", "reach_cum_flops", "FLOPs"
 
 
 def step_word(scenario: str) -> str:
-    return STEP_WORDS.get(scenario, "steps")
+    from reuse.methods import registry
+
+    try:  # a scenario is its method's name; the method says what its steps are called
+        return getattr(registry.get(scenario), "step_word", "steps")
+    except Exception:
+        return "steps"
 
 
 def sequence_tables(studies: dict[str, pd.DataFrame], scenarios: Iterable[str] | None = None
@@ -356,7 +359,7 @@ def sequence_tables(studies: dict[str, pd.DataFrame], scenarios: Iterable[str] |
 def sequence_curve(steps: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, model, scenario, policy, step), over the repeats: the mean cumulative cost (FLOPs,
     wall-clock) and the shipped model's test accuracy (mean, min, max, number of repeats that ship
-    one by then: a search ships nothing before its first finished trial)."""
+    one by then: a tuning sequence ships nothing before its first finished trial)."""
     if steps.empty:
         return pd.DataFrame()
     keys = [k for k in ("dataset", "model", "scenario", "policy", "step") if k in steps]
@@ -465,7 +468,7 @@ def sequence_recommendation(policies: pd.DataFrame, confidence: float = 0.95) ->
                       "repeats that never reach it).")
             else:
                 s += "."
-        s += (" Choices inside a sequence (the model a policy ships, its teachers and warm starts, which trials stop "
+        s += (" Choices inside a sequence (the model a policy ships, its teachers and starting weights, which trials stop "
               "early) are made on the validation split only; test accuracy is only reported.")
         rec["statement"] = s
         out.append(rec)

@@ -273,7 +273,7 @@ def test_the_frontier_shows_each_whole_sequence_at_its_full_cost(seq):
     # the single steps are not on the chart at all; the baseline still is, and is on the frontier
     assert not rows["label"].str.startswith(("search/", "retrain/")).any()
     assert rows[rows["method"] == "baseline"]["on_frontier"].any()
-    assert "Sequences (whole search / retraining, full cost)" in (root / "report" / "frontier.html").read_text()
+    assert "Sequences (whole tuning / retraining, full cost)" in (root / "report" / "frontier.html").read_text()
 
 
 def test_the_recommendations_page_names_the_cheapest_policy_to_the_anchor(seq):

@@ -50,6 +50,7 @@ class Sequence(Method):
 
     mark = "t"
     scenario = ""
+    step_word = "steps"  # what the report calls the steps in sentences
     required: tuple[str, ...] = ("model", "policies")
     needs_val = False  # whether the runs are chosen on the validation split
 
@@ -111,6 +112,7 @@ class Search(Sequence):
     stage = "reuse.methods.sequences.stage:train_trial"
     mark = "t"
     scenario = "search"
+    step_word = "trials"
     required = ("model", "space", "policies")
     needs_val = True
 
@@ -195,6 +197,7 @@ class Retrain(Sequence):
     stage = "reuse.methods.sequences.stage:train_step"
     mark = "p"
     scenario = "retrain"
+    step_word = "retraining steps"
 
     def steps(self, config: dict) -> list[int]:
         return list(range(1, len(self.block(config)["parts"]) + 1))
