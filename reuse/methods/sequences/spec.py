@@ -18,7 +18,13 @@ from typing import Iterator
 
 from reuse.methods.registry import Method, Study, register
 from reuse.methods.sequences import space as sp
-from reuse.plan import block_seeds, cache_files, datasets_of, deep_merge, no_model, recipe_for, run_path
+from reuse.plan import block_seeds, datasets_of, deep_merge, no_model, recipe_for, run_path
+
+
+def cache_files(prefix: str) -> list[str]:
+    """The files of a sequence run's logit cache: the dense clean-input logits only (what a later
+    run of the sequence reads; fewer files for Snakemake to stage and check)."""
+    return [f"{prefix}/logits.npy", f"{prefix}/meta.json"]
 
 
 def _block_problems(m: Method, config: dict) -> list[str]:
@@ -135,7 +141,7 @@ class Search(Sequence):
         """A trial of a distilling policy caches its final model's logits on the training set (clean
         view), so later trials distil from it without a teacher forward."""
         policy, _ = self.split(name)
-        return cache_files(config, "logits") if self.policy(config, policy).get("teacher") else []
+        return cache_files("logits") if self.policy(config, policy).get("teacher") else []
 
     def inputs(self, config: dict, dataset: str, name: str, seed: int) -> dict[str, list[str]]:
         """``trials``: every earlier trial's run.json; ``caches``: their logit caches (distilling
@@ -145,7 +151,7 @@ class Search(Sequence):
         earlier = [self.run_dir(config, dataset, self.step_name(policy, j), seed) for j in range(k)]
         out = {"trials": [f"{d}/run.json" for d in earlier]}
         if p.get("teacher"):
-            out["caches"] = [f for d in earlier for f in cache_files(config, f"{d}/logits")]
+            out["caches"] = [f for d in earlier for f in cache_files(f"{d}/logits")]
         if p.get("init") == "best":
             out["ckpts"] = [f"{d}/ckpt/last.pt" for d in earlier]
         return out
@@ -217,7 +223,7 @@ class Retrain(Sequence):
         (not after the last step)."""
         policy, step = self.split(name)
         last = step == len(self.block(config)["parts"])
-        return [] if last or not self._needs_cache(self.policy(config, policy)) else cache_files(config, "logits")
+        return [] if last or not self._needs_cache(self.policy(config, policy)) else cache_files("logits")
 
     def inputs(self, config: dict, dataset: str, name: str, seed: int) -> dict[str, list[str]]:
         """``steps``: every earlier step's run.json; ``previous``: the previous step's checkpoint (warm
@@ -229,7 +235,7 @@ class Retrain(Sequence):
         if earlier:
             prev = earlier[-1]
             files = ([f"{prev}/ckpt/last.pt"] if p.get("init") == "previous" else []) + (
-                cache_files(config, f"{prev}/logits") if self._needs_cache(p) else [])
+                cache_files(f"{prev}/logits") if self._needs_cache(p) else [])
             if files:
                 out["previous"] = files
             if (p.get("select") or {}).get("score") == "forgetting":

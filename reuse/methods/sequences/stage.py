@@ -35,13 +35,14 @@ def _cost_line(kind: str, path: str, time_s: float, flops: int, **more: Any) -> 
 
 
 def _write_cache(job: Job, trainer, data) -> dict:
-    """The final model's logits on every training example (clean view) into the run's ``logits/``."""
+    """The final model's logits on every training example (clean view, dense; the cache block's dtype
+    and batch size) into the run's ``logits/``."""
     out = Path(job.outputs["run"]).parent / "logits"
     c = job.params["cache"]
     meta = write_logit_cache(out, trainer.state.model, data.train, views=[{"kind": "clean"}],
                              fingerprint=data.train.fingerprint,
                              source={"path": str(out.parent), "epoch": trainer.state.epoch, "seed": trainer.seed},
-                             dtype=c["dtype"], dense=c["dense"], topk=c["topk"], batch_size=c["batch_size"],
+                             dtype=c["dtype"], dense=True, topk=0, batch_size=c["batch_size"],
                              device=job.device)
     return meta["cost"]
 
