@@ -211,9 +211,12 @@ def test_report_summary_and_pages(done):
     res = done / "results"
     summary = pd.read_parquet(res / "summary.parquet")
     runs, aggs = summary[summary["row"] == "run"], summary[summary["row"] == "aggregate"]
-    assert len(runs) == 28 and (runs["status"] == "ok").all()  # 26 of the built-in methods, 2 of the plugin's
-    assert len(aggs) == 14 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
-        "baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm", "soup", "averaging", "toy"}
+    # 26 of the built-in methods, 2 of the plugin's, 30 search trials and 16 retraining steps
+    assert len(runs) == 74 and (runs["status"] == "ok").all()
+    # one aggregate per variant: 14, and one per sequence step (15 trials, 8 retraining steps)
+    assert len(aggs) == 37 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
+        "baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm", "soup", "averaging", "toy", "search",
+        "retrain"}
     info = read_json(res / "tiny" / "mlp" / "kd" / "ens" / "s0" / "run.json")
     assert 0 <= info["final"]["test_ece"] <= 1 and info["final"]["ece_bins"] == 15
     assert np.isclose(info["final"]["test_nll"], info["final"]["test_loss"], rtol=1e-4)
@@ -221,7 +224,7 @@ def test_report_summary_and_pages(done):
     pages = {p.name for p in (res / "report").glob("*.html")}
     assert pages == {"index.html", "frontier.html", "recommendations.html", "runs.html", "scores-tiny.html",
                      *(f"method-{m}.html" for m in ("baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm",
-                                                    "soup", "averaging", "toy"))}
+                                                    "soup", "averaging", "toy", "search", "retrain"))}
     for axis in AXES:
         for ext in ("png", "svg"):
             assert (res / "report" / "figures" / f"frontier_tiny_{axis}.{ext}").stat().st_size > 1000
@@ -332,8 +335,14 @@ def test_dry_run_shows_the_dag(tmp_path):
                               "adv_cache": 1, "adv__tiny__mix": 2, "adv__tiny__online": 2, "robust_eval": 6,
                               "warm__tiny__tune": 2, "soup__tiny__greedy": 2, "averaging__tiny__swa": 2,
                               "toy__tiny__conf": 2,  # the test plugin (tests/workflow/toy_method)
-                              # one run table per method (9), one study per data method, adv and weights (5)
-                              "summarize_method": 9, "study": 5, "report": 1, "all": 1}
+                              # the sequences: every step of every policy, one job per repeat
+                              **{f"search__tiny__{p}_t{k:02d}": 2 for p in ("scratch", "kd_best", "kd_top",
+                                                                           "warm_best", "halving") for k in range(3)},
+                              **{f"retrain__tiny__{p}_p{k:02d}": 2 for p in ("scratch", "warm", "kd", "select")
+                                 for k in (1, 2)},
+                              # one run table per method (11), one study per data method, adv and weights
+                              # (5), two per sequence scenario (4)
+                              "summarize_method": 11, "study": 9, "report": 1, "all": 1}
     assert not (tmp_path / "results").exists()
 
 
@@ -376,7 +385,7 @@ def test_deleting_a_checkpoint_rebuilds_only_its_run(done):
     plan = smk(done, "-n")
     # the study tables compare against the baselines' table, so they are refreshed too
     assert jobs(plan.stdout) == {"train_baseline__tiny__mlp": 1, "logit_cache__tiny__mlp": 1,
-                                 "summarize_baselines": 1, "study": 5, "report": 1, "all": 1}
+                                 "summarize_baselines": 1, "study": 9, "report": 1, "all": 1}
     assert smk(done).returncode == 0
     new = torch.load(victim, weights_only=False)["model"]
     assert all(torch.equal(old[k], new[k]) for k in old)  # retraining is deterministic
