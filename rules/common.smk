@@ -162,7 +162,7 @@ def report_inputs():
 
 def _cache_input_sizes():
     """Snakemake stats every input of every ready job in each scheduling round, to rank jobs by input
-    size (JobScheduler.update_input_sizes): with a few hundred ready jobs of many inputs (a search
+    size (JobScheduler.update_input_sizes): with a few hundred ready jobs of many inputs (a sequence
     trial reads every earlier trial) that kept its own process busy for a quarter of the default
     benchmark's wall-clock. A ready job's inputs exist and do not change while it waits, so their
     sizes are read once. Left alone when Snakemake's scheduler has changed shape."""
