@@ -139,7 +139,8 @@ def record(t: FrozenTrial) -> dict:
             "system_attrs": t.system_attrs}
 
 
-def _same(a: float | None, b: float | None) -> bool:
+def same_value(a: float | None, b: float | None) -> bool:
+    """Whether two trial values are the same (both absent, or equal to rounding)."""
     return (a is None and b is None) or (a is not None and b is not None and math.isclose(a, b, abs_tol=1e-12))
 
 
@@ -165,7 +166,7 @@ def reconcile(study: optuna.Study, records: list[dict], path: Path) -> None:
                     if t.system_attrs.get(k) != v:
                         study._storage.set_trial_system_attr(t._trial_id, k, v)
                 study.tell(j, rec["value"] if state == TrialState.COMPLETE else None, state=state)
-            elif t.state != state or not _same(t.value, rec["value"]):
+            elif t.state != state or not same_value(t.value, rec["value"]):
                 raise ReuseError(f"search journal {path}: trial {j} is {t.state.name} ({t.value}) but its run folder "
                                  f"records {rec['state']} ({rec['value']}); delete the journal (it is rebuilt from "
                                  "the run folders)")

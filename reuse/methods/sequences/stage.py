@@ -84,7 +84,8 @@ def train_trial(job: Job) -> None:
     journal = run_dir.parent.parent / "journal" / f"{p['policy']}_s{job.seed}.log"
     space = p["space"]
     dists = S.distributions(space)
-    records = [read_json(f)["trial"] for f in job.inputs.get("trials", [])]
+    past = [read_json(f) for f in job.inputs.get("trials", [])]  # the earlier trials' run.json, read once
+    records = [r["trial"] for r in past]
     earlier = [str(Path(f).parent) for f in job.inputs.get("trials", [])]
     base = {"train": p["base"]["train"], "models": p["base"]["models"]}
     lo, hi = epoch_bounds(space, {"train": base["train"], "models": {
@@ -131,8 +132,7 @@ def train_trial(job: Job) -> None:
                               bytes=sum(a.nbytes for a in c.arrays.values()), trial=j) for j, c in zip(picked, caches)]
     init = init_id = None
     if pol.get("init") == "best":
-        same = [j for j in best if (read_json(f"{earlier[j]}/run.json")["arch"], read_json(
-            f"{earlier[j]}/run.json")["args"]) == (model_cfg["arch"], model_cfg.get("args", {}))]
+        same = [j for j in best if (past[j]["arch"], past[j]["args"]) == (model_cfg["arch"], model_cfg.get("args", {}))]
         if same:
             ckpt_path = f"{earlier[same[0]]}/ckpt/last.pt"
             init = load_checkpoint(ckpt_path, fingerprint=data.train.fingerprint)["model"]
@@ -160,7 +160,7 @@ def train_trial(job: Job) -> None:
                 study.tell(k, value)
         now = study.get_trials(deepcopy=False)[k]
         want = S.TrialState.PRUNED if stopped else S.TrialState.COMPLETE
-        if now.state != want or (want == S.TrialState.COMPLETE and not S._same(now.value, value)):
+        if now.state != want or (want == S.TrialState.COMPLETE and not S.same_value(now.value, value)):
             raise ReuseError(f"search journal {journal}: trial {k} is {now.state.name} ({now.value}) but this run "
                              f"ended {want.name} ({value}); delete the journal (it is rebuilt from the run folders)")
         cache_cost = _write_cache(job, trainer, data) if job.outputs.get("extra") else {"time_s": 0.0, "flops": 0}
