@@ -105,6 +105,7 @@ def run(snakemake: Any, target: str) -> None:
     succeeded; exits (or dies of the same signal) as the job did otherwise.
     """
     _split_target(target)  # a malformed target fails here, the same way on both paths
+    called = time.time()
     handed = None
     if disabled() is None:
         try:
@@ -113,11 +114,46 @@ def run(snakemake: Any, target: str) -> None:
             _note(f"{e}; running the job in this process")
     if handed is None:
         call(target, snakemake)
+        _record_times(snakemake, called, ("exit", 0), forked=False)
         return
     conn, pid = handed
     with conn:
         status = _wait(conn, pid)
+    _record_times(snakemake, called, status, forked=True)
     _exit_as(status, pid)
+
+
+def _record_times(snakemake: Any, called: float, status: tuple[str, int], forked: bool) -> None:
+    """With ``REUSE_JOB_TIMES`` naming a file, append one JSON line for this job: its rule, first
+    output, when its process started (the rule script's interpreter and Snakemake's preamble run
+    between that and ``called``), when the job was handed on, when it ended, and how
+    (``bench/workflow.py`` reads these to split each job's wall-clock into start-up and work)."""
+    where = os.environ.get("REUSE_JOB_TIMES")
+    if not where:
+        return
+    import json
+
+    line = json.dumps({"rule": str(getattr(snakemake, "rule", "")),
+                       "output": str(next(iter(getattr(snakemake, "output", []) or []), "")),
+                       "log": str(next(iter(getattr(snakemake, "log", []) or []), "")),
+                       "started": _process_start(), "called": called, "ended": time.time(),
+                       "status": list(status), "forked": forked}) + "\n"
+    fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())  # one write of O_APPEND: lines of concurrent jobs do not interleave
+    finally:
+        os.close(fd)
+
+
+def _process_start() -> float | None:
+    """This process's start (seconds since the epoch, to the kernel's clock tick), from /proc."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        ticks = int(fields[19])  # starttime, field 22 of proc(5): clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.time() - age
 
 
 def disabled() -> str | None:
