@@ -7,8 +7,8 @@ times (``REUSE_JOB_TIMES``, written by ``reuse.zygote.run``, which every rule sc
 * ``start``    from the rule script's process start to the job being handed on: the interpreter,
                Snakemake's script preamble and the fork server's hand-over (or the job's own
                imports where it runs in its own process);
-* ``job``      the rest of the job's wall-clock, split for runs that train (a ``metrics.jsonl`` in
-               the job's log folder) into ``train`` (the epochs' training steps, ``train_time_s``),
+* ``job``      the rest of the job's wall-clock, split for runs that train (a ``run.json`` among
+               the job's outputs) into ``train`` (the epochs' training steps, ``train_time_s``),
                ``eval`` (the test evaluations, ``eval_time_s``) and ``other`` (data, model, caches,
                files);
 
@@ -50,14 +50,9 @@ def kind_of(rule: str) -> str:
 
 
 def run_dir(job: dict) -> Path | None:
-    """The run folder of a job that trained (its metrics.jsonl beside its log), else None."""
-    for name in (job.get("log"), job.get("output")):
-        if name:
-            p = Path(name).parent
-            for d in (p, p.parent):
-                if (d / "metrics.jsonl").is_file():
-                    return d
-    return None
+    """The run folder of a job that trained (an output of it is a run.json), else None."""
+    d = job.get("run")
+    return Path(d) if d and (Path(d) / "metrics.jsonl").is_file() else None
 
 
 def training_times(d: Path) -> tuple[float, float]:

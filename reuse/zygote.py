@@ -113,7 +113,12 @@ def run(snakemake: Any, target: str) -> None:
         except Exception as e:  # noqa: BLE001  (anything at all before the job started: run it here)
             _note(f"{e}; running the job in this process")
     if handed is None:
-        call(target, snakemake)
+        try:
+            call(target, snakemake)
+        except BaseException as e:
+            code = e.code if isinstance(e, SystemExit) else 1
+            _record_times(snakemake, called, ("exit", code if isinstance(code, int) else 1), forked=False)
+            raise
         _record_times(snakemake, called, ("exit", 0), forked=False)
         return
     conn, pid = handed
@@ -125,7 +130,7 @@ def run(snakemake: Any, target: str) -> None:
 
 def _record_times(snakemake: Any, called: float, status: tuple[str, int], forked: bool) -> None:
     """With ``REUSE_JOB_TIMES`` naming a file, append one JSON line for this job: its rule, first
-    output, when its process started (the rule script's interpreter and Snakemake's preamble run
+    output, the run folder it wrote (where an output is a run.json), when its process started (the rule script's interpreter and Snakemake's preamble run
     between that and ``called``), when the job was handed on, when it ended, and how
     (``bench/workflow.py`` reads these to split each job's wall-clock into start-up and work)."""
     where = os.environ.get("REUSE_JOB_TIMES")
@@ -133,9 +138,9 @@ def _record_times(snakemake: Any, called: float, status: tuple[str, int], forked
         return
     import json
 
-    line = json.dumps({"rule": str(getattr(snakemake, "rule", "")),
-                       "output": str(next(iter(getattr(snakemake, "output", []) or []), "")),
-                       "log": str(next(iter(getattr(snakemake, "log", []) or []), "")),
+    outputs = [str(f) for f in getattr(snakemake, "output", []) or []]
+    line = json.dumps({"rule": str(getattr(snakemake, "rule", "")), "output": outputs[0] if outputs else "",
+                       "run": next((str(Path(f).parent) for f in outputs if Path(f).name == "run.json"), None),
                        "started": _process_start(), "called": called, "ended": time.time(),
                        "status": list(status), "forked": forked}) + "\n"
     fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -182,6 +182,26 @@ def test_a_failing_job_exits_as_in_its_own_process(servers, tmp_path, target, pa
     assert not (tmp_path / "never").exists()
 
 
+def test_job_times_are_recorded_on_request(servers, tmp_path):
+    """REUSE_JOB_TIMES (bench/workflow.py): one line per job, through the server or not, ended or failed."""
+    times = tmp_path / "times.jsonl"
+    for name, env in (("own", {"REUSE_ZYGOTE": "0"}), ("server", {})):
+        r, _ = servers.run("tests.helpers:zygote_where", job([tmp_path / f"{name}.json"]), cwd=tmp_path,
+                           REUSE_JOB_TIMES=str(times), **env)
+        assert r.returncode == 0, r.stderr
+        r, _ = servers.run("tests.helpers:zygote_exit", job([tmp_path / "never"], code=3), cwd=tmp_path,
+                           REUSE_JOB_TIMES=str(times), **env)
+        assert r.returncode == 3, r.stderr
+    lines = [json.loads(x) for x in times.read_text().splitlines()]
+    assert [(x["forked"], x["status"], Path(x["output"]).name) for x in lines] == [
+        (False, ["exit", 0], "own.json"), (False, ["exit", 3], "never"),
+        (True, ["exit", 0], "server.json"), (True, ["exit", 3], "never")]
+    for x in lines:
+        assert x["rule"] == "zygote_test" and x["run"] is None
+        assert x["started"] <= x["called"] <= x["ended"] <= time.time()
+        assert x["called"] - x["started"] < TIMEOUT
+
+
 # ----------------------------------------------------------------------------- killing a job
 def test_killing_the_client_kills_the_job(servers, tmp_path):
     """SIGKILL of the rule script ends its job's child at once: it never finishes."""
