@@ -94,7 +94,7 @@ def method_run_files(ds, name):
     """The run.json of every run of the registered method ``name`` on ``ds``."""
     m = method(name)
     return [f"{R}/{m.run_dir(config, d, v, s)}/run.json" for d, v in m.variants(config) if d == ds
-            for s in m.seeds(config)]
+            for s in m.seeds(config, v)]
 
 
 # the datasets each method has runs on (planned once: input functions look them up per job)

@@ -53,7 +53,9 @@ class Study:
     with runs on the dataset); ``build``: ``"module:function"`` called in the job as
     ``fn(runs_csvs=[...], baseline_csv=..., extra={name: [paths]}, params={...}, out_csv=...)``;
     ``extra``: more files it reads, ``fn(config, dataset) -> {name: [paths relative to results]}``;
-    ``params``: ``fn(config) -> dict`` of settings it needs.
+    ``params``: ``fn(config) -> dict`` of settings it needs; ``charts``: ``"module:function"`` called by
+    the report as ``fn(table) -> [(title, altair chart, caption), ...]`` with the study's rows, drawn
+    under the table on the method's page (imported only when the report is built).
     """
 
     name: str
@@ -61,6 +63,7 @@ class Study:
     build: str
     extra: Callable[[dict, str], dict[str, list[str]]] | None = None
     params: Callable[[dict], dict] | None = None
+    charts: str | None = None
 
 
 class Method:
@@ -126,7 +129,9 @@ class Method:
             for ds in datasets_of(config, v, *self.needs_models(config, name)):
                 yield ds, name
 
-    def seeds(self, config: dict) -> list[int]:
+    def seeds(self, config: dict, variant: str | None = None) -> list[int]:
+        """The seeds of the method's runs; of ``variant``'s runs where given (a method whose variants
+        differ in their seeds overrides this: every seed list the workflow plans comes from it)."""
         return block_seeds(config, self.name)
 
     def recipe(self, config: dict, name: str) -> dict:
@@ -256,7 +261,7 @@ def expected_runs(config: dict) -> Iterator[dict]:
                    "relpath": run_path(ds, model, seed=seed), "config": None}
     for m in methods(config):
         for ds, name in m.variants(config):
-            for seed in m.seeds(config):
+            for seed in m.seeds(config, name):
                 yield {"dataset": ds, "model": m.model(config, name), "method": m.name, "variant": name,
                        "seed": seed, "relpath": m.run_dir(config, ds, name, seed), "config": m.variant(config, name)}
 

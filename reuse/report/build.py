@@ -122,6 +122,8 @@ class _Context:
                     ("recommendations.html", "recommendations"), ("runs.html", "runs")]
         self.nav += [(method_page(m), m) for m in self.methods]
         # datasets with a score table, and those the config scores (a page says when the table is missing)
+        # the studies the config's methods declare (their own charts, drawn under their tables)
+        self.study_specs = registry.studies(self.config) if self.config else {}
         self.score_sets = sorted(set(self.col.scores) | set(score_datasets(self.config) if self.config else []))
         self.nav += [(scores_page(ds), f"scores ({ds})") for ds in self.score_sets]
         # sequences (tuning, retraining), whole: from the study tables that have their columns
@@ -570,6 +572,11 @@ class _Context:
                     study[study["method"].isin([method, BASELINE])]
                 p.h(f"Study table (results/{ds}/studies/{name}.csv)", 3)
                 p.table(rows)
+                spec = self.study_specs.get(name)
+                charts = registry.resolve(spec.charts)(rows) if spec is not None and spec.charts else []
+                for i, (title, chart, caption) in enumerate(charts):
+                    p.h(title, 4)
+                    p.chart(chart, f"study-{ds}-{name}-{i}", caption)
             if "cfg_score" in own and own["cfg_score"].notna().any() and ds in self.score_sets:
                 p.p("Scores used by these variants: " + links([(scores_page(ds), f"score distributions and rank "
                                                                                  f"agreement on {ds}")]), raw=True)

@@ -92,7 +92,7 @@ class Sequence(Method):
                 for step in self.steps(config):
                     yield ds, self.step_name(policy, step)
 
-    def seeds(self, config: dict) -> list[int]:
+    def seeds(self, config: dict, variant: str | None = None) -> list[int]:
         return block_seeds(config, self.name)
 
     def recipe(self, config: dict, name: str) -> dict:
