@@ -72,8 +72,9 @@ HANDSHAKE_TIMEOUT_S = 30.0  # a client's wait from its connection to the job's s
 REQUEST_TIMEOUT_S = 5.0  # a server's wait for a request (it serves one connection at a time)
 # What the server imports before forking: torch and the project's shared stages (the registry comes
 # with reuse.workflow), and the Snakemake classes the job's object unpickles into. Method stages and
-# pandas are imported by the jobs that need them.
-PRELOAD = ("numpy", "torch", "snakemake.script", "reuse.workflow")
+# pandas are imported by the jobs that need them. TorchDynamo too: torch imports it lazily, but every
+# optimizer does when it is made and at each step (torch.optim's wrappers): 1.5 s per training job.
+PRELOAD = ("numpy", "torch", "torch._dynamo", "snakemake.script", "reuse.workflow")
 # Environment variables read while those modules import (thread pools, locale and I/O encoding, the
 # interpreter, torch, the project's switches): a server serves only clients that agree on them all.
 KEY_ENV_PREFIXES = ("PYTHON", "TORCH", "REUSE_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOTO_", "VECLIB_",
