@@ -504,9 +504,10 @@ def serve(path: Path, idle_s: float = IDLE_S) -> int:
     0 after an idle period (or when another server already listens there), 3 when the server cannot
     serve the key its socket is named after."""
     _log(f"starting for {path} (python {sys.executable}, idle {idle_s:.0f}s)")
-    for module in PRELOAD:
+    environ = dict(os.environ)  # as the client that started it saw it (an import may set variables:
+    for module in PRELOAD:      # TorchDynamo sets TORCHINDUCTOR_CACHE_DIR)
         importlib.import_module(module)
-    problem = _unfit(path)
+    problem = _unfit(path, environ)
     if problem:
         _log(problem)
         return 3
@@ -537,15 +538,16 @@ def serve(path: Path, idle_s: float = IDLE_S) -> int:
     return 0
 
 
-def _unfit(path: Path) -> str | None:
-    """Why this server must not serve the socket it was started for (None if it may)."""
+def _unfit(path: Path, environ: dict[str, str]) -> str | None:
+    """Why this server must not serve the socket it was started for (None if it may); ``environ``: the
+    environment it was started with."""
     import torch
 
     # torch's own flag, and the CUDA driver library, which loads only once something calls into CUDA
     # (a bare torch.cuda.is_available() does): after either, a forked child could not use the GPU
     if torch.cuda.is_initialized() or "/libcuda.so" in Path("/proc/self/maps").read_text():
         return "CUDA was initialised while preloading: jobs forked from here could not use the GPU"
-    key = server_key()
+    key = server_key(environ)
     if path.stem != key:
         return (f"this server's key is {key}, not the {path.stem} it was started for: the sources or the "
                 "environment changed while it was starting")
