@@ -17,10 +17,12 @@ Then the whole run: its wall-clock; the jobs' summed wall-clock / cores ("busy")
 ``wall - busy`` is what the jobs did not fill (Snakemake's scheduling and bookkeeping between jobs,
 and idle cores where the DAG allows fewer jobs than cores); and the floor, the summed training time
 / cores, with wall / floor. ``--times FILE`` analyses the job times of an earlier run instead of
-running (with ``--wall S`` its wall-clock).
+running (with ``--wall S`` its wall-clock). ``--same-as DIR``: compare this run's ``summary.csv`` with
+the one in results folder DIR (an earlier run, e.g. before a change), run by run: accuracies, losses
+and FLOP counts must be identical (wall-clock times, of course, are not compared).
 
 Usage:  python bench/workflow.py [--cores 2] [--configfile config.yaml] [--keep DIR] [snakemake targets...]
-        python bench/workflow.py --times DIR/job_times.jsonl [--wall S] [--cores 2]
+        python bench/workflow.py --times DIR/job_times.jsonl [--wall S] [--cores 2] [--same-as OLD/results]
 """
 
 from __future__ import annotations
@@ -114,6 +116,32 @@ def analyse(times: Path, wall: float | None, cores: int, root: Path) -> None:
         print(f"wall / floor: {wall / floor:.2f}   busy / wall: {busy / wall:.2f}")
 
 
+# summary.csv columns that a change of speed must leave as they were, run by run
+SAME = ("test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", "epochs", "steps", "examples_seen",
+        "train_flops", "eval_flops", "reused_flops", "cost_flops_full")
+KEY = ("row", "dataset", "model", "method", "variant", "seed")
+
+
+def compare(new: Path, old: Path) -> bool:
+    """Print whether ``new/summary.csv`` has the same rows and values as ``old/summary.csv``."""
+    import pandas as pd
+
+    a, b = (pd.read_csv(d / "summary.csv", low_memory=False) for d in (old, new))
+    key = [k for k in KEY if k in a and k in b]
+    label = lambda d: d[key].astype(object).where(d[key].notna(), "").astype(str).agg("/".join, axis=1)
+    a, b = a.set_index(label(a)).sort_index(), b.set_index(label(b)).sort_index()
+    only = sorted(set(a.index) ^ set(b.index))
+    cols = [c for c in SAME if c in a and c in b]
+    both = a.index.intersection(b.index)
+    x, y = a.loc[both, cols], b.loc[both, cols]
+    differ = ~((x == y) | (x.isna() & y.isna())).all(axis=1)
+    print(f"same as {old}: {len(both) - int(differ.sum())} of {len(both)} rows identical in {', '.join(cols)}; "
+          f"{len(only)} rows in one table only")
+    for label_ in list(differ[differ].index)[:10] + only[:10]:
+        print(f"  differs: {label_}")
+    return not only and not differ.any()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", type=int, default=2)
@@ -121,6 +149,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="run into this folder and keep it (default: a temporary one)")
     ap.add_argument("--times", type=Path, default=None, help="analyse this job_times.jsonl instead of running")
     ap.add_argument("--wall", type=float, default=None, help="with --times: the run's wall-clock in seconds")
+    ap.add_argument("--same-as", type=Path, default=None,
+                    help="an earlier run's results folder: its summary.csv must match this run's")
     ap.add_argument("targets", nargs="*", help="Snakemake targets (default: the whole benchmark)")
     a = ap.parse_args()
     import torch
@@ -130,6 +160,8 @@ def main() -> None:
     if a.times is not None:
         print(f"# job times of an earlier run: {a.times}")
         analyse(a.times, a.wall, a.cores, ROOT)
+        if a.same_as is not None and not compare(a.times.parent / "results", a.same_as):
+            sys.exit(1)
         return
     out = a.keep or Path(tempfile.mkdtemp(prefix="reuse-bench-workflow-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -148,8 +180,11 @@ def main() -> None:
     if rc != 0:
         sys.exit(f"workflow bench: snakemake failed (exit {rc}); see {out / 'snakemake.log'}")
     analyse(times, wall, a.cores, ROOT)
+    same = compare(out / "results", a.same_as) if a.same_as is not None else True
     if a.keep is None:
         shutil.rmtree(out)
+    if not same:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ sys.path.insert(0, workflow.basedir)  # the reuse package of this checkout
 from reuse.config import validate_config
 from reuse.errors import ConfigError
 from reuse.methods import registry
+from reuse.scheduling import lighten_scheduler
 from reuse.plan import (
     baseline_seeds,
     cache_files as _cache_files,
@@ -160,37 +161,5 @@ def report_inputs():
     return files + summary_targets() + method_targets()
 
 
-def _cache_input_sizes():
-    """Snakemake stats every input of every ready job in each scheduling round, to rank jobs by input
-    size (JobScheduler.update_input_sizes): with a few hundred ready jobs of many inputs (a sequence
-    trial reads every earlier trial) that kept its own process busy for a quarter of the default
-    benchmark's wall-clock. A ready job's inputs exist and do not change while it waits, so their
-    sizes are read once. Left alone when Snakemake's scheduler has changed shape."""
-    import asyncio
-    import inspect
-
-    try:
-        from snakemake.scheduling.job_scheduler import JobScheduler
-    except ImportError:
-        return
-    orig = getattr(JobScheduler, "update_input_sizes", None)
-    if orig is None or getattr(orig, "_reuse_cached", False) or not inspect.iscoroutinefunction(orig):
-        return
-
-    async def update_input_sizes(self, jobs):
-        sizes = getattr(self, "_input_sizes", None)
-        if not isinstance(sizes, dict):
-            return await orig(self, jobs)
-        new = [p for p in {p for job in jobs for p in job.input} if sizes.get(p) is None]
-
-        async def size(path):
-            return path, await path.size() if await path.exists() else None
-
-        if new:
-            sizes.update(await asyncio.gather(*[size(p) for p in new]))
-
-    update_input_sizes._reuse_cached = True
-    JobScheduler.update_input_sizes = update_input_sizes
-
-
-_cache_input_sizes()
+# Snakemake's own scheduling rounds made lighter (reuse/scheduling.py says how and why).
+lighten_scheduler()
