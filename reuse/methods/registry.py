@@ -38,7 +38,9 @@ BUILTIN = (
     "reuse.methods.reweight.spec",
     "reuse.methods.adversarial.spec",
     "reuse.methods.weights.spec",
+    "reuse.methods.bias.spec",
     "reuse.methods.sequences.spec",
+    "reuse.methods.interleave.spec",
 )
 
 _REGISTRY: dict[str, "Method"] = {}
@@ -153,6 +155,13 @@ class Method:
         return bool(self.recipe(config, name)["example_stats"])
 
     # -- capabilities, read by checks elsewhere instead of method names
+    #: whether a run's test accuracy is one of the dataset's whole task, comparable with the baseline's
+    #: and on the report's frontier (false: interleaving's task-aware accuracies)
+    on_frontier: bool = True
+    #: whether a run's final checkpoint is one model of its architecture that a method starting from
+    #: past weights can load (false: an interleaved run's shared encoder and its task heads)
+    plain_checkpoint: bool = True
+
     #: what to do about a variant that changes inputs on data whose inputs cannot change (token ids)
     input_fix: str = "list non-text `datasets` for it"
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from reuse import metrics as M
 from reuse.report.collect import AXES
-from reuse.report.tables import BASELINE, SEQ_MEASURES, is_sequence_step, step_word
+from reuse.report.tables import BASELINE, SEQ_MEASURES, off_frontier, step_word
 
 WIDTH = 620
 ROLE_SHAPES = {"baseline": "square", "selected": "diamond", "frontier": "circle", "dominated": "triangle-up"}
@@ -71,7 +71,7 @@ def frontier_data(aggs: pd.DataFrame, sequences: pd.DataFrame | None = None) -> 
                          else "",
                          "diff_text": "" if _absent(r.get("speedup_flops")) else
                          f"speed-up over the anchor {r['speedup_flops']:.2f}× (FLOPs)"})
-    for r in aggs[(aggs["n"] > 0) & ~is_sequence_step(aggs)].to_dict("records"):
+    for r in aggs[(aggs["n"] > 0) & ~off_frontier(aggs)].to_dict("records"):
         for axis, (col, label) in AXES.items():
             if col not in r or r[col] is None or (isinstance(r[col], float) and math.isnan(r[col])):
                 continue

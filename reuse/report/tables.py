@@ -158,15 +158,29 @@ def is_sequence_step(df: pd.DataFrame) -> pd.Series:
     return df["scenario"].map(lambda v: not _absent(v) and v != "")
 
 
+def off_frontier(df: pd.DataFrame) -> pd.Series:
+    """Rows whose test accuracy is not one of the dataset's whole task: a step of a sequence, or a run of
+    a method whose runs answer another question (``Method.on_frontier`` false: interleaving's
+    task-aware accuracies). They are on no frontier, in no recommendation and not on the frontier chart."""
+    from reuse.methods import registry
+
+    out = is_sequence_step(df)
+    other = {m.name for m in registry.methods() if not m.on_frontier}
+    if other and "method" in df:
+        out = out | df["method"].isin(other)
+    return out
+
+
 def add_frontiers(aggs: pd.DataFrame) -> pd.DataFrame:
     """``frontier_<axis>``: whether the aggregate is Pareto-optimal (mean cost vs mean accuracy)
-    among all finished aggregates of its dataset, for each cost axis. Sequence steps are never on it."""
+    among all finished aggregates of its dataset, for each cost axis. Sequence steps (and the other
+    rows of :func:`off_frontier`) are never on it."""
     aggs = aggs.copy()
     for axis, (col, _) in AXES.items():
         aggs[f"frontier_{axis}"] = False
         if col not in aggs.columns:
             continue
-        for _, g in aggs[(aggs["n"] > 0) & ~is_sequence_step(aggs)].groupby("dataset"):
+        for _, g in aggs[(aggs["n"] > 0) & ~off_frontier(aggs)].groupby("dataset"):
             on = M.pareto_front(g[col].to_numpy(dtype=np.float64), g["test_acc"].to_numpy(dtype=np.float64))
             aggs.loc[g.index, f"frontier_{axis}"] = on
     return aggs
@@ -186,7 +200,7 @@ def recommend(aggs: pd.DataFrame, axis: str) -> pd.DataFrame:
     """
     col = AXES[axis][0]
     out = []
-    for ds, g in aggs[(aggs["n"] > 0) & ~is_sequence_step(aggs)].groupby("dataset", sort=True):
+    for ds, g in aggs[(aggs["n"] > 0) & ~off_frontier(aggs)].groupby("dataset", sort=True):
         g = g[g[col].notna() & g["test_acc"].notna()]
         levels = sorted(set(g[col]))
         prev = None

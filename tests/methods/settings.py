@@ -342,6 +342,38 @@ SCORES = {
 }
 
 
+# ----------------------------------------------------------------------------- bias
+BIAS_V = {"model": "m", "from": {"model": "m"}, "classes": [3], "grid": {"low": -2, "high": 2, "step": 0.5}}
+
+
+def _bias(**changes) -> dict:
+    return {"bias": {"variants": {"b": _with(BIAS_V, **changes)}}}
+
+
+BIAS = {
+    "block": {"bias": {"variants": {"b": BIAS_V}}},
+    "mistakes": [
+        Mistake("bias-model", _bias(model="x"), "bias.variants.b.model: no model named 'x'"),
+        Mistake("bias-arch", _bias(**{"from": {"model": "c"}}),
+                "bias.variants.b: model 'm' (mlp {'hidden': [16]}) and from.model 'c' (cnn1d {'channels': 8}) differ "
+                "in architecture"),
+        Mistake("bias-from-self", _bias(**{"from": {"model": "m", "method": "bias", "variant": "b"}}),
+                "bias.variants.b.from.method: no method to start from named 'bias'"),
+        Mistake("bias-classes-twice", _bias(classes=[3, 3]), "bias.variants.b.classes: [3, 3] lists a class twice"),
+        Mistake("bias-grid", _bias(grid={"low": 2, "high": -2}), "bias.variants.b.grid: low 2 must be below high -2"),
+        Mistake("bias-per-class-all", _bias(classes="all", mode="per_class"),
+                "bias.variants.b.classes: mode per_class searches every combination"),
+        Mistake("bias-per-class-size", _bias(classes=[0, 1, 2, 3], mode="per_class", grid={"step": 0.1}),
+                "bias.variants.b.classes: a per_class search over 4 classes"),
+        Mistake("bias-holdout", {**_bias(),
+                                 "datasets": {"d": {**BASE["datasets"]["d"], "holdout": 0}}},
+                "bias.variants.b: the shift is chosen on held-out examples (never on test), but dataset 'd' holds none "
+                "out; set datasets.d.holdout"),
+        Mistake("bias-mode", _bias(mode="shard"), "bias.variants.b.mode: 'shard' is not one of ['shared', 'per_class']"),
+        Mistake("bias-classes-type", _bias(classes="some"), "bias.variants.b.classes:"),
+    ],
+}
+
 # ----------------------------------------------------------------------------- search, retrain (sequences)
 SEARCH_B = {"model": "m", "trials": 2, "seeds": [0],
             "space": {"lr": {"low": 0.01, "high": 0.1, "log": True}, "epochs": {"low": 2, "high": 3}},
@@ -418,6 +450,42 @@ RETRAIN = {
 }
 
 
+# ----------------------------------------------------------------------------- interleave
+INTERLEAVE_B = {"tasks": {"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9]}, "steps": 8,
+                "variants": {"r2": {"model": "c", "rounds": 2}, "joint": {"model": "m", "schedule": "joint"}}}
+
+
+def _interleave(**changes) -> dict:
+    return {"interleave": _with(INTERLEAVE_B, **changes)}
+
+
+INTERLEAVE = {
+    "block": {"interleave": INTERLEAVE_B},
+    "mistakes": [
+        Mistake("interleave-model", _interleave(variants={"v": {"model": "cc"}}),
+                "interleave.variants.v.model: no model named 'cc' (did you mean 'c'?)"),
+        Mistake("interleave-tasks-missing", _interleave(tasks=None), "interleave.tasks: missing"),
+        Mistake("interleave-tasks-overlap", _interleave(tasks={"a": [0, 1, 2], "b": [2, 3]}),
+                "interleave.tasks.b: class 2 is also in task 'a'; tasks hold disjoint classes"),
+        Mistake("interleave-tasks-class", _interleave(tasks={"a": [0, 1], "b": [9, 10]}),
+                "interleave.tasks.b: class 10 does not exist on dataset 'd' (mnist1d, classes 0..9)"),
+        Mistake("interleave-tasks-one", _interleave(tasks={"a": [0, 1], "b": [2]}),
+                "interleave.tasks.b: [2] is too short"),
+        Mistake("interleave-preset", _interleave(tasks="cifar10_superclasses"),
+                "interleave.tasks: no preset named 'cifar10_superclasses' (have cifar100_superclasses)"),
+        Mistake("interleave-rounds", _interleave(variants={"v": {"model": "c", "rounds": 5}}),
+                "interleave.variants.v.rounds: 5 rounds need 5 turns per task, but a task gets 4 of the 8 steps"),
+        Mistake("interleave-joint-rounds", _interleave(variants={"v": {"model": "c", "schedule": "joint",
+                                                                       "rounds": 2}}),
+                "interleave.variants.v.rounds: joint training takes no rounds; remove it"),
+        Mistake("interleave-epochs", _interleave(variants={"v": {"model": "c", "train": {"epochs": 3}}}),
+                "interleave.variants.v.train.epochs: not used (the run's length is interleave.steps"),
+        Mistake("interleave-schedule", _interleave(variants={"v": {"model": "c", "schedule": "interleave"}}),
+                "interleave.variants.v.schedule: 'interleave' is not one of"),
+    ],
+}
+
+
 SETTINGS: dict[str, dict] = {
     "kd": KD,
     "prune": PRUNE,
@@ -427,8 +495,10 @@ SETTINGS: dict[str, dict] = {
     "warm": WARM,
     "soup": SOUP,
     "averaging": AVERAGING,
+    "bias": BIAS,
     "search": SEARCH,
     "retrain": RETRAIN,
+    "interleave": INTERLEAVE,
     "scores": SCORES,
 }
 

@@ -277,3 +277,17 @@ def test_a_shared_study_table_shows_on_each_method_it_names(toy):
     table = page.split("results/toy/studies/shared.csv")[1].split("</table>")[0]
     assert ">warmstart<" in table and ">baseline<" in table and ">other<" not in table
     assert "studies/shared.csv" not in (root / "report" / "method-kd.html").read_text()
+
+
+def test_a_method_off_the_frontier_is_never_on_it_nor_recommended():
+    """interleave's task-aware accuracies (Method.on_frontier false) sit beside, not on, the frontier."""
+    from reuse.report.collect import AXES
+    from reuse.report.tables import add_frontiers, off_frontier
+
+    rows = [("baseline", 0.80, 10.0), ("interleave", 0.95, 5.0), ("kd", 0.85, 20.0)]
+    aggs = pd.DataFrame([{"dataset": "d", "n": 5, "method": m, "variant": "", "label": m, "scenario": None,
+                          "test_acc": acc, **{col: cost for col, _ in AXES.values()}} for m, acc, cost in rows])
+    assert off_frontier(aggs).tolist() == [False, True, False]
+    out = add_frontiers(aggs)
+    for axis in AXES:
+        assert out[f"frontier_{axis}"].tolist() == [True, False, True]

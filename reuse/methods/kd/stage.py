@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from reuse.cache import LogitCache
+from reuse.errors import ReuseError
 from reuse.io import read_json
 from reuse.methods.kd.algorithm import Distill
 from reuse.methods.kd.teachers import CachedTeacher, CheckpointMixupTeacher, OnlineTeacher
+from reuse.methods.prune.prune import Prune
 from reuse.train import build_from_checkpoint, load_checkpoint
 from reuse.workflow import Job
 
@@ -51,9 +55,21 @@ def train(job: Job) -> None:
                      teacher.augment, recipe.get("augment"))
             recipe = {**recipe, "augment": teacher.augment}
     recipe = {**recipe, "checkpoint_epochs": []}
+    algorithms = []
+    if cfg["omit_classes"]:
+        labels = data.train.y.numpy()
+        absent = sorted(set(cfg["omit_classes"]) - set(np.unique(labels).tolist()))
+        keep = np.flatnonzero(~np.isin(labels, cfg["omit_classes"]))
+        if absent or len(keep) == 0:
+            raise ReuseError(f"kd.variants.{job.variant}.omit_classes: {cfg['omit_classes']} " + (
+                f"names classes {absent} that no training example of '{data.name}' has" if absent else
+                "leaves no training example") + "; list classes of the dataset that are not all of them")
+        algorithms.append(Prune(keep))  # the transfer set: every other class's examples, in a fresh order each epoch
+        log.info("transfer set without classes %s: %d of %d training examples", cfg["omit_classes"], len(keep),
+                 len(data.train))
     algo = Distill(teacher, temperature=cfg["temperature"], alpha=cfg["alpha"], until=cfg["until"],
                    input_mixup=mixup["beta"] if mixup.get("kind") == "input" else None, seed=seed)
     log.info("kd variant %s: %s teacher from %d past run(s) at epoch(s) %s, T=%g alpha=%g until=%g", job.variant,
              "online" if cfg["online"] else cfg["mode"], len(teacher_runs), teacher_epochs, cfg["temperature"],
              cfg["alpha"], cfg["until"])
-    job.fit(data, recipe=recipe, algorithms=[algo], reused=reused)
+    job.fit(data, recipe=recipe, algorithms=[*algorithms, algo], reused=reused)

@@ -44,9 +44,10 @@ class Warm(Method):
         return {**deep_merge(recipe_for(config, v["model"]), v["train"]), "checkpoint_epochs": []}
 
     def source_methods(self, config: dict) -> list[str]:
-        """The methods a warm start may start from: baseline and every registered method but the
-        ones of this folder, whose runs themselves start from warm starts."""
-        return [BASELINE] + [m.name for m in registry.methods(config) if m.name not in OWN]
+        """The methods a warm start may start from: baseline and every registered method whose final
+        checkpoint is a plain model (``plain_checkpoint``) but the ones of this folder, whose runs
+        themselves start from warm starts."""
+        return [BASELINE] + [m.name for m in registry.methods(config) if m.name not in OWN and m.plain_checkpoint]
 
     def source_on(self, config: dict, f: dict, dataset: str) -> bool:
         """Whether the past runs ``from`` names exist on ``dataset`` (never for a method it may not name)."""
@@ -90,7 +91,7 @@ class Warm(Method):
     def problems(self, config: dict) -> list[str]:
         problems = []
         for name, v in self.block(config).get("variants", {}).items():
-            where, f = f"warm.variants.{name}", v["from"]
+            where, f = f"{self.name}.variants.{name}", v["from"]
             bad = [p for p in (no_model(f"{where}.model", v["model"], config),
                                no_model(f"{where}.from.model", f["model"], config)) if p]
             problems += bad
