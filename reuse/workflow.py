@@ -418,6 +418,11 @@ def summarize(run_files: list[str], out_csv: str) -> None:
                      "reused_time_s": sum(x["time_s"] for x in reused), "reused_flops": sum(x["flops"] for x in reused),
                      "reused_cache_bytes": sum(x.get("bytes", 0) for x in reused), "run": str(Path(f).parent),
                      **{f"cfg_{k}": v for k, v in _flat(r.get("config") or {}).items()}})
+    if not rows:  # a dataset no model trains baselines on (a method's runs only): a table of no rows
+        with atomic_path(out_csv, suffix=".csv") as tmp:
+            pd.DataFrame(columns=["dataset", "model", "method", "variant", "seed", "test_acc"]).to_csv(tmp, index=False)
+        log.info("summary of no runs")
+        return
     df = pd.DataFrame(rows).sort_values(["dataset", "model", "method", "variant", "seed"])
     with atomic_path(out_csv, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)

@@ -105,22 +105,85 @@ def check_root(name: str, spec: dict) -> None:
 
 @register_reader("mnist1d")
 def read_mnist1d(name: str, spec: dict) -> RawData:
-    """MNIST-1D (Greydanus 2020), generated offline with the package's ``make_dataset``."""
+    """MNIST-1D (Greydanus 2020), generated offline with the package's ``make_dataset``; with
+    ``mnist1d.classes``, of those classes instead of the ten digits (:func:`mnist1d_classes`)."""
     from mnist1d.data import get_dataset_args, make_dataset
     from mnist1d.utils import ObjectView
 
     args = get_dataset_args(as_dict=True)
     args.update(spec.get("mnist1d", {}))
     args.pop("url", None)  # never download: the generator is deterministic given its seed
+    classes = args.pop("classes", None)
+    as_signal = lambda a: np.asarray(a, dtype=np.float32)[:, None, :]  # (N, 1, L)
+    if classes is not None:
+        x, y, x_test, y_test = mnist1d_classes(classes, args)
+        return RawData(num_classes=len(classes), x_train=as_signal(x), y_train=y, x_test=as_signal(x_test),
+                       y_test=y_test, extra={"mnist1d_args": args, "mnist1d_classes": classes,
+                                             "classes": [class_name(c) for c in classes]})
     state = np.random.get_state()
     try:
         d = make_dataset(ObjectView(args))
     finally:
         np.random.set_state(state)
-    as_signal = lambda a: np.asarray(a, dtype=np.float32)[:, None, :]  # (N, 1, L)
     return RawData(num_classes=10, x_train=as_signal(d["x"]), y_train=np.asarray(d["y"], np.int64),
                    x_test=as_signal(d["x_test"]), y_test=np.asarray(d["y_test"], np.int64),
                    extra={"mnist1d_args": args})
+
+
+#: how an MNIST-1D class definition may change its digits' templates before they are generated
+MNIST1D_TRANSFORMS = ("identity", "reverse", "negate")
+
+
+def class_name(c: dict) -> str:
+    """A class definition's name: its digits joined by ``+`` and its transform (``3``, ``3+8``,
+    ``7 reverse``)."""
+    t = c.get("transform", "identity")
+    return "+".join(map(str, c["digits"])) + ("" if t == "identity" else f" {t}")
+
+
+def mnist1d_classes(classes: list[dict], args: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D of the classes ``classes`` (each ``{digits: [...], transform: ...}``): every digit of a
+    class is one template (the package's, reversed in time or negated by ``transform``), generated
+    by ``make_dataset`` with one template per label, then relabelled by class. Each class keeps
+    ``num_samples // len(classes)`` examples: a class of k digits keeps every k-th of each digit's
+    (in the generator's shuffled order, so in both splits alike), so classes differ in what they hold,
+    not in size. Returns ``x, y, x_test, y_test``; the train/test split is the generator's."""
+    from mnist1d.data import get_templates, make_dataset
+    from mnist1d.utils import ObjectView
+
+    base = get_templates()
+    xs, owner = [], []
+    for c, spec in enumerate(classes):
+        t = spec.get("transform", "identity")
+        if t not in MNIST1D_TRANSFORMS:
+            raise DataError(f"mnist1d class {c}: unknown transform '{t}' (one of {', '.join(MNIST1D_TRANSFORMS)})")
+        for d in spec["digits"]:
+            x = base["x"][d]
+            xs.append(x[::-1] if t == "reverse" else -x if t == "negate" else x)
+            owner.append(c)
+    owner_a = np.asarray(owner, dtype=np.int64)  # the class of each template, in class order
+    per_class = args["num_samples"] // len(classes)
+    if per_class < 1:
+        raise DataError(f"mnist1d: num_samples {args['num_samples']} gives none of the {len(classes)} classes an "
+                        "example; raise num_samples")
+    templates = {"x": np.stack(xs), "t": base["t"], "y": np.arange(len(xs))}
+    state = np.random.get_state()
+    try:  # each template gets per_class examples; a class of k digits keeps per_class / k of each
+        d = make_dataset(ObjectView({**args, "num_samples": per_class * len(xs)}), template=templates)
+    finally:
+        np.random.set_state(state)
+    tid = np.concatenate([np.asarray(d["y"]), np.asarray(d["y_test"])]).astype(np.int64)
+    x_all = np.concatenate([d["x"], d["x_test"]])
+    n_digits = np.bincount(owner_a, minlength=len(classes))
+    first = np.searchsorted(owner_a, np.arange(len(classes)))  # each class's first template
+    keep = np.zeros(len(tid), dtype=bool)
+    for t, c in enumerate(owner_a):  # digit j of a class of k keeps its examples j, j + k, j + 2k, ...
+        where = np.flatnonzero(tid == t)
+        keep[where[np.arange(len(where)) % n_digits[c] == t - first[c]]] = True
+    n_train = len(d["y"])
+    train, test = keep[:n_train], keep[n_train:]
+    y_all = owner_a[tid]
+    return x_all[:n_train][train], y_all[:n_train][train], x_all[n_train:][test], y_all[n_train:][test]
 
 
 def _torchvision_mnist(cls_name: str, name: str, spec: dict) -> RawData:

@@ -40,6 +40,7 @@ BUILTIN = (
     "reuse.methods.weights.spec",
     "reuse.methods.bias.spec",
     "reuse.methods.sequences.spec",
+    "reuse.methods.transfer.spec",
     "reuse.methods.interleave.spec",
 )
 

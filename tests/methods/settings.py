@@ -486,6 +486,52 @@ INTERLEAVE = {
 }
 
 
+# ----------------------------------------------------------------------------- transfer
+# a target dataset "t"; models c and m train baselines on "d" only (the transfer model need not)
+TRANSFER_DATA = {"datasets": {**BASE["datasets"], "t": {"kind": "mnist1d", "mnist1d": {"num_samples": 200, "seed": 5}}},
+                 "models": {k: {**v, "datasets": ["d"]} for k, v in BASE["models"].items()}}
+TRANSFER_B = {"source": "d", "target": "t", "model": "c", "subsets": 6, "seeds": [0], "train": {"epochs": 1},
+              "transfer": {"probe": {"epochs": 2}, "finetune": {"epochs": 1}},
+              "counterfactual": {"k": [2], "kinds": ["harmful", "random"]}}
+
+
+def _transfer(**changes) -> dict:
+    return {"transfer": _with(TRANSFER_B, **changes)}
+
+
+TRANSFER = {
+    "block": {**TRANSFER_DATA, "transfer": TRANSFER_B},
+    "mistakes": [
+        Mistake("transfer-missing", {"transfer": {"source": "d"}}, "transfer: target, model missing"),
+        Mistake("transfer-source", _transfer(source="dd"),
+                "transfer.source: no dataset named 'dd' (did you mean 'd'?)"),
+        Mistake("transfer-model", _transfer(model="cc"), "transfer.model: no model named 'cc' (did you mean 'c'?)"),
+        Mistake("transfer-shape", {"datasets": {**TRANSFER_DATA["datasets"], "t": {
+            "kind": "mnist1d", "mnist1d": {"num_samples": 200, "seed": 5, "final_seq_length": 60}}}},
+            "transfer.target: dataset 't' has inputs of shape [1, 60], which model 'c' (cnn1d) built for the source "
+            "'d' ([1, 40]) cannot take"),
+        Mistake("transfer-fraction", _transfer(fraction=1.0), "transfer.fraction: 1.0 lies outside (0, 1)"),
+        Mistake("transfer-fraction-zero", _transfer(fraction=0), "transfer.fraction: 0 lies outside (0, 1)"),
+        Mistake("transfer-subsets", _transfer(subsets=3),
+                "transfer.subsets: 3 subsets of 5 of the 10 source classes (subset_seed 0) leave class(es) [8] in no "
+                "subset"),
+        Mistake("transfer-k", _transfer(counterfactual={"k": [2, 10]}),
+                "transfer.counterfactual.k: 10 removes all of the 10 source classes; every k must be below 10"),
+        Mistake("transfer-k-over", _transfer(counterfactual={"k": [12]}),
+                "transfer.counterfactual.k: 12 removes more than all of the 10 source classes"),
+        Mistake("transfer-kind", _transfer(counterfactual={"kinds": ["harmfull"]}),
+                "transfer.counterfactual.kinds.0: 'harmfull' is not one of ['harmful', 'helpful', 'random'] "
+                "(did you mean 'harmful'?)"),
+        Mistake("transfer-metric", _transfer(influence={"metric": "probs"}),
+                "transfer.influence.metric: 'probs' is not one of ['prob', 'margin', 'correct'] "
+                "(did you mean 'prob'?)"),
+        Mistake("transfer-classes", _transfer(classes=12),
+                "transfer.classes: 12, but source 'd' has 10 classes; set it to 10 or null"),
+        Mistake("transfer-unknown-key", _transfer(subset=4), "transfer.subset: unknown key (did you mean 'subsets'?)"),
+    ],
+}
+
+
 SETTINGS: dict[str, dict] = {
     "kd": KD,
     "prune": PRUNE,
@@ -499,6 +545,7 @@ SETTINGS: dict[str, dict] = {
     "search": SEARCH,
     "retrain": RETRAIN,
     "interleave": INTERLEAVE,
+    "transfer": TRANSFER,
     "scores": SCORES,
 }
 

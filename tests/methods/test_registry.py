@@ -119,16 +119,26 @@ def variants(name: str) -> dict[str, str]:
     block = SETTINGS[name]["block"][name]
     if "variants" in block:
         return {v: c["model"] for v, c in block["variants"].items()}
+    if name == "transfer":
+        cf = block["counterfactual"]
+        names = ["subsets", "full", *(f"{kind}_k{k}" for kind in cf["kinds"] for k in cf["k"])]
+        return {v: block["model"] for v in names}
     steps = [f"t{k:02d}" for k in range(block["trials"])] if name == "search" else \
         [f"p{s:02d}" for s in range(1, len(block["parts"]) + 1)]
     return {f"{p}_{s}": block["model"] for p in block["policies"] for s in steps}
 
 
+def seeds(name: str, variant: str) -> list[int]:
+    """The seeds of a variant's runs: the block's (or the baseline seeds); a transfer subset run's is its subset."""
+    block = SETTINGS[name]["block"][name]
+    if name == "transfer" and variant == "subsets":
+        return list(range(block["subsets"]))
+    return block.get("seeds") or config(name)["baseline"]["seeds"]
+
+
 def declared(name: str) -> list[str]:
     """``d/<model>/<method>/<variant>/s<seed>`` for each variant x seed of the minimal block."""
-    block = SETTINGS[name]["block"][name]
-    seeds = block.get("seeds") or config(name)["baseline"]["seeds"]
-    return sorted(f"d/{m}/{name}/{variant}/s{s}" for variant, m in variants(name).items() for s in seeds)
+    return sorted(f"d/{m}/{name}/{variant}/s{s}" for variant, m in variants(name).items() for s in seeds(name, variant))
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -158,10 +168,8 @@ def dry_run(tmp_path: Path, name: str) -> dict[str, int]:
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_dry_run_plans_the_method(tmp_path, name):
     counts = dry_run(tmp_path, name)
-    block = SETTINGS[name]["block"][name]
-    n_seeds = len(block.get("seeds") or config(name)["baseline"]["seeds"])
     for variant in variants(name):
-        assert counts.get(f"{name}__d__{variant}") == n_seeds, counts
+        assert counts.get(f"{name}__d__{variant}") == len(seeds(name, variant)), counts
     assert counts.get("summarize_method", 0) >= 1, counts
     if registry.get(name).studies:
         assert counts.get("study", 0) >= 1, counts
