@@ -137,8 +137,10 @@ def compare(new: Path, old: Path) -> bool:
     differ = ~((x == y) | (x.isna() & y.isna())).all(axis=1)
     print(f"same as {old}: {len(both) - int(differ.sum())} of {len(both)} rows identical in {', '.join(cols)}; "
           f"{len(only)} rows in one table only")
-    for label_ in list(differ[differ].index)[:10] + only[:10]:
+    for label_ in list(differ[differ].index)[:10]:
         print(f"  differs: {label_}")
+    for label_ in only[:10]:
+        print(f"  only in {'the new' if label_ in b.index else 'the old'} table: {label_}")
     return not only and not differ.any()
 
 

@@ -157,7 +157,8 @@ class Method:
 
     # -- capabilities, read by checks elsewhere instead of method names
     #: whether a run's test accuracy is one of the dataset's whole task, comparable with the baseline's
-    #: and on the report's frontier (false: interleaving's task-aware accuracies)
+    #: and on the report's frontier (false: interleaving's task-aware accuracies, the source-task
+    #: accuracy of source runs made to be transferred)
     on_frontier: bool = True
     #: whether a run's final checkpoint is one model of its architecture that a method starting from
     #: past weights can load (false: an interleaved run's shared encoder and its task heads)

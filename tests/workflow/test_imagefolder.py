@@ -55,7 +55,10 @@ def test_imagefolder_benchmark_runs_end_to_end(tmp_path):
     assert "logits" not in cache.arrays and cache.arrays["topk_values"].shape == (48, 2, 2)  # clean + 1 view
     assert cache.meta["views"][1]["augment"] is not None
     kd = read_json(res / "resnet18" / "kd" / "self" / "s0" / "run.json")
-    assert kd["final"]["test_acc"] > 0.25 and len(kd["reused"]) >= 2
+    # two epochs on 48 images test the path, not learning: its accuracy on 16 test images is chance,
+    # and differs between CPUs (1 of 16 on one, 5 on another); it must be a finished run's
+    assert 0 <= kd["final"]["test_acc"] <= 1 and np.isfinite(kd["final"]["test_loss"])
+    assert sorted(x["kind"] for x in kd["reused"]).count("logit_cache") == 2  # both past runs' top-k caches
     base = read_json(res / "resnet18" / "baseline" / "s0" / "run.json")
     pruned = read_json(res / "resnet18" / "prune" / "el2n_half" / "s0" / "run.json")
     assert pruned["cost"]["step"] == base["cost"]["step"] == 6  # half the data, the same number of steps

@@ -81,6 +81,9 @@ class Transfer(Method):
     name = "transfer"
     title = "transfer learning from source runs on class subsets: which source classes help or hurt the target"
     stage = "reuse.methods.transfer.stage:train"
+    # a run's test accuracy is its source model's on the source task (a subset run's on the classes it
+    # never saw too); what the method measures, the target's, is in its studies: on no frontier
+    on_frontier = False
     rules_file = "rules.smk"
     studies = (
         Study("transfer_counterfactual", ("transfer",), "reuse.methods.transfer.stage:counterfactual_study",
