@@ -24,6 +24,7 @@ import jsonschema
 import yaml
 
 from reuse.data.sources import check_root
+from reuse.data.tabular import config_problems as tabular_problems
 from reuse.data.text import config_problems as text_problems
 from reuse.errors import ConfigError, DataError
 from reuse.methods import registry
@@ -177,6 +178,7 @@ def _semantic_problems(config: dict) -> list[str]:
     for method in registry.methods(config):
         problems += method.problems(config)
     problems += text_problems(config)
+    problems += tabular_problems(config)
     problems += _input_problems(config)
     c = config["cache"]
     if not c["dense"] and not c["topk"]:

@@ -19,7 +19,8 @@ def test_shipped_configs_are_valid(name):
     validate_config(load(name))
 
 
-@pytest.mark.parametrize("name", ["configs/cifar10.yaml", "configs/cifar100.yaml", "configs/mnist.yaml", "configs/text.yaml"])
+@pytest.mark.parametrize("name", ["configs/cifar10.yaml", "configs/cifar100.yaml", "configs/mnist.yaml",
+                                  "configs/text.yaml", "configs/election.yaml"])
 def test_real_scale_configs_only_lack_their_data(name):
     """One problem per dataset that reads files (cifar100.yaml: CIFAR-100 and the transfer target
     CIFAR-10), each that its data are not there."""

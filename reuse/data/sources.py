@@ -4,7 +4,8 @@ A reader returns a :class:`RawData`: uint8 images (N, C, H, W) or float signals 
 memory, or, for ImageFolder data, file paths relative to the root. Nothing is downloaded unless the
 dataset's config says ``download: true``; a missing dataset raises :class:`DataError` naming the path
 that was looked at and the fix. :class:`RawData` and the readers by kind (:data:`READERS`) are in
-:mod:`reuse.data.raw`; the ``text`` reader is in :mod:`reuse.data.text`.
+:mod:`reuse.data.raw`; the ``text`` reader is in :mod:`reuse.data.text`, the ``tabular`` one in
+:mod:`reuse.data.tabular`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reuse.data import tabular  # registers the "tabular" reader: CSV / Parquet tables
 from reuse.data import text  # noqa: F401  (registers the "text" reader: CSV / JSON lines, tokenised)
 from reuse.data.raw import READERS, RawData, register_reader
 from reuse.errors import DataError
@@ -85,6 +87,13 @@ def check_root(name: str, spec: dict) -> None:
         for key in ("train_file", "test_file"):
             if not (root / spec[key]).exists():
                 raise DataError(f"dataset '{name}' (text): {key} {root / spec[key]} does not exist (root is "
+                                f"'{spec['root']}'). Point `datasets.{name}.root` at the folder that holds it, "
+                                f"or fix `datasets.{name}.{key}`.")
+        return
+    if kind == "tabular":
+        for key, path in tabular.tabular_files(spec).items():
+            if not path.exists():
+                raise DataError(f"dataset '{name}' (tabular): {key} {path} does not exist (root is "
                                 f"'{spec['root']}'). Point `datasets.{name}.root` at the folder that holds it, "
                                 f"or fix `datasets.{name}.{key}`.")
         return

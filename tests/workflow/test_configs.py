@@ -28,6 +28,7 @@ def stand_in_data(spec: dict, root: Path) -> None:
              "cifar100": ["cifar-100-python/train", "cifar-100-python/test"],
              "imagefolder": [f"{spec.get('train_dir', 'train')}/c0/0.jpg", f"{spec.get('test_dir', 'val')}/c0/0.jpg"],
              "text": [spec.get("train_file", "train.csv"), spec.get("test_file", "test.csv")],
+             "tabular": [spec[k] for k in ("file", "train_file", "test_file") if k in spec],
              "mnist1d": []}[kind]
     for f in files:
         (root / f).parent.mkdir(parents=True, exist_ok=True)
