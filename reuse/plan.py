@@ -168,3 +168,16 @@ def expose_checkout(basedir: str) -> None:
     import this ``reuse`` also in an environment (e.g. a rule's conda env) where it is not installed."""
     parts = [basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != basedir]
     os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+
+
+def fixed_input_augment(config: dict, model: str, dataset: str, inputs: str) -> str | None:
+    """The problem of a model whose recipe shifts or flips its inputs on a dataset whose inputs cannot
+    be (``inputs``: "token ids", "features"), naming the key that sets it; None when it does not."""
+    aug = recipe_for(config, model).get("augment") or {}
+    if not (aug.get("translate") or aug.get("flip")):
+        return None
+    m = config["models"][model]
+    where = f"models.{model}.train" if "augment" in m.get("train", {}) else "train"
+    kind = config["datasets"][dataset]["kind"]
+    return (f"{where}.augment: {aug} on {kind} dataset '{dataset}'; {inputs} cannot be shifted or flipped: "
+            "set translate: 0 and flip: false")

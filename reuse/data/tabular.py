@@ -37,7 +37,7 @@ import numpy as np
 
 from reuse.data.raw import RawData, register_reader
 from reuse.errors import DataError
-from reuse.plan import recipe_for, runs
+from reuse.plan import fixed_input_augment, runs
 
 log = logging.getLogger(__name__)
 
@@ -340,9 +340,5 @@ def config_problems(config: dict) -> list[str]:
         if m["arch"] not in TABULAR_MODELS:
             problems.append(f"models.{model}: arch '{m['arch']}' cannot train on tabular dataset '{ds}'; tabular "
                             f"datasets take {', '.join(TABULAR_MODELS)}: list the model's `datasets` or change arch")
-        aug = recipe_for(config, model).get("augment") or {}
-        if aug.get("translate") or aug.get("flip"):
-            where = f"models.{model}.train" if "augment" in m.get("train", {}) else "train"
-            problems.append(f"{where}.augment: {aug} on tabular dataset '{ds}'; features cannot be shifted or "
-                            "flipped: set translate: 0 and flip: false")
+        problems += [p for p in [fixed_input_augment(config, model, ds, "features")] if p]
     return problems

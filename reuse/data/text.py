@@ -33,7 +33,7 @@ import numpy as np
 from reuse.data.raw import RawData, register_reader
 from reuse.errors import DataError
 from reuse.models.catalog import DEFAULT_VOCAB, TEXT_MODELS, model_vocab
-from reuse.plan import recipe_for, runs
+from reuse.plan import fixed_input_augment, runs
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID = 0
@@ -228,9 +228,5 @@ def config_problems(config: dict) -> list[str]:
         if have < need:
             problems.append(f"models.{model}.args.vocab_size: {have} is smaller than dataset '{ds}''s vocab_size "
                             f"{need}; the embedding table must cover the tokeniser's vocabulary")
-        aug = recipe_for(config, model).get("augment") or {}
-        if aug.get("translate") or aug.get("flip"):
-            where = f"models.{model}.train" if "augment" in m.get("train", {}) else "train"
-            problems.append(f"{where}.augment: {aug} on text dataset '{ds}'; token ids cannot be shifted or "
-                            "flipped: set translate: 0 and flip: false")
+        problems += [p for p in [fixed_input_augment(config, model, ds, "token ids")] if p]
     return problems

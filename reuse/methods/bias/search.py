@@ -17,7 +17,7 @@ import itertools
 
 import numpy as np
 
-MAX_COMBINATIONS = 200_000  # per_class: grid size ** classes
+from reuse.methods.bias.spec import MAX_COMBINATIONS  # per_class: grid size ** classes, checked there too
 
 
 def grid_values(low: float, high: float, step: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from reuse.methods.weights.spec import Warm
 from reuse.plan import deep_merge, recipe_for
 
 STUDY = Study("bias", ("bias",), "reuse.methods.bias.stage:study", charts="reuse.methods.bias.stage:charts")
-MAX_COMBINATIONS = 200_000  # as reuse.methods.bias.search (not imported here: it imports numpy)
+MAX_COMBINATIONS = 200_000  # a per_class search's grid size ** classes, at most (the config check and search.py)
 
 
 class Bias(Warm):
