@@ -4,7 +4,7 @@ A cache folder (``.../logits/e<epoch>/``) holds:
 
 ``logits.npy``
     (N, V, C) float16 (or float32): logits of example ``idx`` on view ``v`` at row ``[idx, v]``.
-    Memory-mappable with ``np.load(..., mmap_mode="r")``.
+    Memory-mappable with ``np.load(..., mmap_mode="r", allow_pickle=False)``.
 ``topk_values.npy``, ``topk_indices.npy``, ``logsumexp.npy`` (when ``topk`` > 0)
     The sparse form: the k largest logits per row (descending) with their class ids, and the row's
     log-sum-exp. At temperature 1 the kept classes have probability ``exp(value - logsumexp)``; the
@@ -125,11 +125,29 @@ class _memmaps:
         return arrays
 
     def __exit__(self, *exc) -> None:
-        for a in self.arrays.values():
-            a.flush()
+        given = error = exc[1]
+        try:
+            for a in self.arrays.values():
+                a.flush()
+        except BaseException as e:  # a flush that fails (a full disk) fails every file
+            error = e
         self.arrays.clear()
-        for ctx in self._ctx:
-            ctx.__exit__(*exc)
+        # Every file's context is closed, also after one failed (a full disk while moving one into
+        # place): each removes its own temporary file; the files already moved into place are removed
+        # too, so a failed cache leaves none of its arrays behind.
+        done = []
+        for name, ctx in zip(self.files, self._ctx):
+            try:
+                ctx.__exit__(*((type(error), error, error.__traceback__) if error is not None else (None, None, None)))
+                if error is None:
+                    done.append(self.out_dir / f"{name}.npy")
+            except BaseException as e:
+                error = e
+        if error is not None:
+            for path in done:
+                path.unlink(missing_ok=True)
+            if error is not given:
+                raise error
 
 
 def open_meta(path: Path, what: str, fmt: str, fingerprint: dict | None = None) -> dict[str, Any]:
@@ -169,8 +187,8 @@ class LogitCache:
         arrays = {}
         for name, shape in expect.items():
             try:
-                arrays[name] = np.load(path / f"{name}.npy", mmap_mode="r")
-            except (OSError, ValueError) as e:
+                arrays[name] = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:
                 raise CorruptArtifact(f"{path / (name + '.npy')} is missing or unreadable ({e}); delete {path} and "
                                       "re-run snakemake to rebuild the cache") from e
             if arrays[name].shape != shape:

@@ -24,3 +24,15 @@ class FingerprintMismatch(ReuseError):
 
 class CorruptArtifact(ReuseError):
     """A checkpoint, cache or table on disk cannot be read."""
+
+
+class DiskFull(ReuseError, OSError):
+    """The disk filled up while an artifact was being written (ENOSPC or a quota): the half-written
+    temporary file was removed and the artifact's name was left as it was. Also an :class:`OSError`,
+    so code that handles I/O errors still sees it as one."""
+
+
+class UnsafeArtifact(CorruptArtifact):
+    """A file from a results folder, cache or data root holds more than plain data (a pickle that names a
+    function or class the safe reader does not allow): it was refused unread, since loading it could run
+    code. The message names the file and how to rebuild it. See docs/security.md."""

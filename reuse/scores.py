@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -37,8 +38,9 @@ import torch.nn.functional as F
 from reuse.train.flops import FlopCounterMode
 
 from reuse.data.fingerprint import check_fingerprint
-from reuse.errors import CorruptArtifact, ReuseError
+from reuse.errors import CorruptArtifact, FingerprintMismatch, ReuseError
 from reuse.io import atomic_path, read_json, save_npz, write_json
+from reuse.safeload import read_npz
 
 log = logging.getLogger("reuse.scores")
 
@@ -163,7 +165,7 @@ def score_run(run_dir: str | Path, data, *, epochs: list[int], names: list[str],
             raise ReuseError(f"{path} is missing: forgetting events need the per-example statistics a run "
                              "records with `example_stats: true` in its recipe; enable it and retrain, or "
                              "drop 'forgetting' from scores.names")
-        stats = np.load(path)["correct"]
+        stats = read_npz(path, ["correct"], what="per-example statistics")["correct"]
     for i, e in enumerate(epochs):
         ckpt = load_checkpoint(run_dir / "ckpt" / f"e{e}.pt", fingerprint=fp, map_location="cpu")
         model = build_from_checkpoint(ckpt)
@@ -186,9 +188,9 @@ def score_run(run_dir: str | Path, data, *, epochs: list[int], names: list[str],
 # ----------------------------------------------------------------------------- the table
 def load_run_scores(npz: str | Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(npz) as f:
+        with np.load(npz, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CorruptArtifact(f"score file {npz} is unreadable ({e}); delete it and re-run snakemake") from e
 
 
@@ -198,7 +200,13 @@ def write_score_table(run_npzs: list[str], run_jsons: list[str], out_parquet: st
     metas = [read_json(j) for j in run_jsons]
     fp = metas[0]["fingerprint"]
     for j, m in zip(run_jsons, metas):
-        check_fingerprint(m["fingerprint"], fp, f"score file {j}")
+        try:
+            check_fingerprint(m["fingerprint"], fp, f"score file {j}")
+        except FingerprintMismatch as e:  # without the data, which of the two is this dataset's is unknown
+            raise FingerprintMismatch(
+                f"score files {run_jsons[0]} and {j} were made for different data, so they cannot be averaged "
+                f"({e}). Delete the score files (scores.npz, scores.json) of the run made for other data, or of "
+                "both if unsure, and re-run snakemake.") from None
     runs = [load_run_scores(p) for p in run_npzs]
     epochs = runs[0]["epochs"]
     names = [k for k in runs[0] if k != "epochs"]
@@ -332,7 +340,7 @@ def job_difficulty(job: Any, data: Any) -> tuple[np.ndarray | None, list[dict]]:
     diff = table.difficulty(job.cfg["score"], job.params["score_epoch"])
     reused = []
     for f in job.inputs["past_runs"]:
-        c = json.loads(Path(f).read_text())["cost"]
+        c = read_json(f)["cost"]
         reused.append({"kind": "past_run", "path": str(Path(f).parent), "time_s": c["train_time_s"],
                        "flops": c["train_flops"]})
     reused.append({"kind": "score_table", "path": path, "time_s": table.meta["cost"]["time_s"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import logging
 import os
 import platform
@@ -28,10 +29,11 @@ import torch
 
 import reuse
 from reuse import data as rdata
+from reuse import faults
 from reuse import ops
 from reuse.cache import LogitCache, views_for, write_logit_cache
 from reuse.errors import ReuseError
-from reuse.io import atomic_path, read_json, save_npz, sha256_file, write_json, write_jsonl
+from reuse.io import atomic_path, read_csv, read_json, save_npz, sha256_file, write_json, write_jsonl
 from reuse.methods.registry import resolve
 from reuse.models import build_model
 from reuse.models.text import check_vocab
@@ -84,7 +86,19 @@ def run_rule(snakemake: Any, stage: Callable[..., None]) -> None:
     log_path = snakemake.log[0] if len(snakemake.log) else None
     with logged(log_path, snakemake.threads):
         log.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+        faults.arm(faults.label(snakemake.rule, dict(snakemake.wildcards)))  # inert unless REUSE_FAULTS is set
+        remove_stale_temps(snakemake.output)
         stage(snakemake)
+
+
+def remove_stale_temps(outputs: Any) -> None:
+    """Delete what a killed earlier attempt of this job left of its writes: the temporary files
+    (``.<name>.<random>.tmp*``, :func:`reuse.io.atomic_path`) beside each declared output. Snakemake runs
+    one job per output at a time, so none of them is being written."""
+    for out in outputs:
+        out = Path(str(out))
+        for tmp in out.parent.glob(glob.escape(f".{out.name}.") + "*.tmp*"):
+            tmp.unlink(missing_ok=True)
 
 
 def run_stage(snakemake: Any) -> None:
@@ -372,14 +386,17 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     dst.unlink(missing_ok=True)
     try:
         os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    except OSError:  # another file system: copied through the atomic writer (a full disk leaves no half copy)
+        with atomic_path(dst, suffix=dst.suffix) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def logit_cache(*, data_dir: str, checkpoints: list[str], out_dirs: list[str], cache_cfg: dict, device: str) -> None:
     """Write the logit cache of each checkpoint into the matching folder of ``out_dirs``."""
     dev = pick_device(device)
     data = rdata.load(data_dir)
+    for checkpoint in checkpoints:  # all readable and made on this data, before any cache is written
+        load_checkpoint(checkpoint, fingerprint=data.train.fingerprint)
     for checkpoint, out_dir in zip(checkpoints, out_dirs, strict=True):
         ckpt = load_checkpoint(checkpoint, fingerprint=data.train.fingerprint)
         model = build_from_checkpoint(ckpt)
@@ -480,7 +497,7 @@ def variant_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, l
     import pandas as pd
 
     keys = list(params["keys"])
-    runs = pd.concat([pd.read_csv(f) for f in runs_csvs], ignore_index=True)
+    runs = pd.concat([read_csv(f) for f in runs_csvs], ignore_index=True)
     for k in keys:
         if k not in runs:
             runs[k] = float("nan")
@@ -490,7 +507,7 @@ def variant_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, l
         n=("seed", "count"), acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"),
         steps=("step", "mean"), examples_seen=("examples_seen", "mean"), train_time_s=("train_time_s", "mean")
     ).reset_index()
-    base = pd.read_csv(baseline_csv)
+    base = read_csv(baseline_csv)
     base = base[base["model"].isin(agg["model"])].groupby("model").agg(
         baseline_n=("seed", "count"), baseline_acc_mean=("test_acc", "mean"), baseline_acc_std=("test_acc", "std"),
         baseline_steps=("step", "mean")).reset_index()

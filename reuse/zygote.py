@@ -570,7 +570,11 @@ def _listen(path: Path) -> socket.socket | None:
         return None
     path.unlink(missing_ok=True)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(os.fspath(path))
+    mask = os.umask(0o177)  # the socket file is born 0600 (its folder is 0700): docs/security.md
+    try:
+        s.bind(os.fspath(path))
+    finally:
+        os.umask(mask)
     os.chmod(path, 0o600)
     s.listen(64)
     return s

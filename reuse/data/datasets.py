@@ -10,6 +10,7 @@ one array indexed by id.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +24,7 @@ from reuse.data.fingerprint import check_fingerprint, hash_array, hash_strings, 
 from reuse.data.sources import read
 from reuse.errors import CorruptArtifact, DataError
 from reuse.io import read_json, save_npz, write_json
+from reuse.safeload import read_npz
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -263,11 +265,12 @@ def load(data_dir: str | Path, workers: int = 0) -> DatasetPair:
     data_dir = Path(data_dir)
     try:
         meta = read_json(data_dir / "dataset.json")
-        arrays = dict(np.load(data_dir / "data.npz", allow_pickle=False))
+        arrays = read_npz(data_dir / "data.npz", what="prepared dataset",
+                          rebuild="delete the folder and re-run snakemake to prepare it again")
     except FileNotFoundError as e:
         raise DataError(f"prepared dataset missing in {data_dir} ({e.filename}); run the workflow's "
                         "prepare_data rule (snakemake) first") from e
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise CorruptArtifact(f"prepared dataset in {data_dir} is unreadable ({e}); delete the folder and "
                               "re-run snakemake to prepare it again") from e
     splits = {}

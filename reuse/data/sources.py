@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from reuse.data import clusters  # noqa: F401  (registers the "clusters" reader: generated Gaussian clusters)
 from reuse.data import tabular  # registers the "tabular" reader: CSV / Parquet tables
 from reuse.data import text  # noqa: F401  (registers the "text" reader: CSV / JSON lines, tokenised)
 from reuse.data.raw import READERS, RawData, register_reader
-from reuse.errors import DataError
+from reuse.errors import DataError, UnsafeArtifact
 
 
 def read(name: str, spec: dict) -> RawData:
@@ -80,7 +81,7 @@ def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
 def check_root(name: str, spec: dict) -> None:
     """Fail fast (before any job runs) when a dataset that must be on disk is not there."""
     kind = spec["kind"]
-    if kind == "mnist1d" or spec.get("download"):
+    if kind in ("mnist1d", "clusters") or spec.get("download"):  # generated, nothing on disk
         return
     root = Path(spec["root"]).expanduser()
     if kind == "text":
@@ -215,8 +216,63 @@ register_reader("mnist")(lambda name, spec: _torchvision_mnist("MNIST", name, sp
 register_reader("fashion_mnist")(lambda name, spec: _torchvision_mnist("FashionMNIST", name, spec))
 
 
+def _numpy_global(module: str, name: str):
+    """``module.name`` from numpy 2's ``numpy._core`` or numpy 1's ``numpy.core``, whichever spelling
+    the file used (files written under numpy 1 name ``numpy.core``, numpy 2 ``numpy._core``)."""
+    import importlib
+
+    for m in (module.replace("numpy.core.", "numpy._core."), module.replace("numpy._core.", "numpy.core.")):
+        try:
+            return getattr(importlib.import_module(m), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"numpy has no {module}.{name}")
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as pickle protocol 2 uses it under Python 3 (bytes written as latin-1 text),
+    restricted to latin-1: the name of any other codec is refused rather than looked up."""
+    if encoding not in ("latin1", "latin-1"):
+        raise RefusedGlobal("_codecs", f"encode with codec {encoding!r}")
+    if type(text) is not str:
+        raise pickle.UnpicklingError(f"_codecs.encode of a {type(text).__name__}, not of text")
+    return text.encode("latin1")
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """The only unpickler that reads a CIFAR batch file: a CIFAR batch (the torchvision / Krizhevsky
+    ``cifar-10-batches-py`` and ``cifar-100-python`` format) is a pickle of a dict of bytes, lists,
+    ints and one uint8 numpy array, so the globals it may name are numpy's array rebuilders
+    (``_reconstruct``, ``ndarray``, ``dtype``, ``_frombuffer``, under ``numpy.core`` or numpy 2's
+    ``numpy._core``) and ``_codecs.encode`` (latin-1 only). Any other global (``os.system``,
+    ``builtins.eval``, a class) is refused before it is looked up, so reading a hostile file runs
+    nothing: :class:`UnsafeArtifact`. See docs/security.md."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise RefusedGlobal(module, name)
+        if module == "_codecs":
+            return _latin1_encode
+        if module == "numpy":
+            return getattr(np, name)
+        return _numpy_global(module, name)
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global that :class:`CifarUnpickler` does not allow."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.qualname = f"{module}.{name}"
+
+
 def _read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Read python-pickle CIFAR batch files (the format of cifar-10-batches-py / cifar-100-python).
+    """Read python-pickle CIFAR batch files (the format of cifar-10-batches-py / cifar-100-python)
+    with :class:`CifarUnpickler`, which builds numpy arrays and plain data and calls nothing else.
 
     torchvision's CIFAR classes also verify each file's MD5; this reader checks the format instead, so
     it works on any file written in that format.
@@ -225,10 +281,15 @@ def _read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[np.ndarray
     for f in files:
         try:
             with open(f, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")
+                d = CifarUnpickler(fh, encoding="bytes").load()
             data = np.asarray(d[b"data"], dtype=np.uint8)
             labels = np.asarray(d[label_key], dtype=np.int64)
-        except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError) as e:
+        except RefusedGlobal as e:
+            raise UnsafeArtifact(
+                f"{f} is not a CIFAR batch file: its pickle names {e.qualname}, which a CIFAR batch never "
+                "holds, so it was not loaded (loading it could run code). Delete the dataset folder and "
+                "re-download it (download: true), or fix the dataset root") from None
+        except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError, IndexError) as e:
             raise DataError(f"{f} is not a readable CIFAR batch file ({type(e).__name__}: {e}); "
                             "re-download it or fix the dataset root") from e
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from reuse import metrics as M
+from reuse.errors import ReuseError
 from reuse.io import read_json, read_jsonl
 from reuse.report.layout import AXES  # noqa: F401  (the cost axes; read from here too)
 
@@ -99,7 +101,7 @@ def read_run(run_json: Path, bins: int = M.ECE_BINS) -> tuple[dict, list[dict], 
     per_class = None
     pred = folder / "predictions.npz"
     if pred.exists():
-        with np.load(pred) as p:
+        with np.load(pred, allow_pickle=False) as p:
             pm = M.prediction_metrics(p["logits"], p["target"], bins)
         # NLL and ECE from the stored test logits, so runs from before they were recorded need no retraining
         if row["test_nll"] is None or final.get("ece_bins", M.ECE_BINS) != bins:
@@ -165,7 +167,8 @@ def collect(results: str | Path, expected: list[dict] | None = None, bins: int =
             continue
         try:
             row, curve, per_class = read_run(run_json, bins)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, ReuseError) as e:
+            # a damaged run.json, metrics.jsonl or predictions.npz: the run shows as failed, with why
             problems.append(f"{run_json}: unreadable ({e}); shown as failed")
             continue
         key = tuple(row[k] for k in KEY)

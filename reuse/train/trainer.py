@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from reuse.train.flops import FlopCounterMode
 from tqdm import tqdm
 
+from reuse import faults
 from reuse.data.augment import Augment, keyed_seed
 from reuse.errors import ConfigError
 from reuse.io import write_jsonl
@@ -383,6 +384,7 @@ class Trainer:
         n = y.shape[0]
         s.examples_seen += n if self.world == 1 else self._global_batch(s.step)
         s.step += 1
+        faults.point("step")  # tests/faults: a kill may strike after any step (inert unless armed)
         loss = s.loss.detach().double() * n
         if y.ndim != 1:
             return loss, 0, n

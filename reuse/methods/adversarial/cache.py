@@ -19,6 +19,7 @@ perturbation back onto the ball and clamps into the bounds at use time.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,9 @@ class AdvCache:
         path = Path(path)
         meta = open_meta(path, "adversarial cache", FORMAT, fingerprint)
         try:
-            with np.load(path / "adv.npz") as z:
+            with np.load(path / "adv.npz", allow_pickle=False) as z:
                 delta, lo, hi = z["delta"], z["lo"], z["hi"]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise CorruptArtifact(f"{path / 'adv.npz'} is missing or unreadable ({e}); delete {path} and re-run "
                                   "snakemake to rebuild the cache") from e
         shape = (meta["n"], *meta["input_shape"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from reuse.io import atomic_path, read_json, sha256_file, write_json
+from reuse.io import atomic_path, read_csv, read_json, sha256_file, write_json
 from reuse.methods.adversarial.attacks import MeanLogits, input_bounds, robust_eval
 from reuse.methods.adversarial.cache import AdvCache, write_adv_cache
 from reuse.methods.adversarial.recycle import AdversarialTraining
@@ -111,7 +111,7 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
                             "robust_clean_acc": r["clean_acc"]} for f in extra["robust"]])
     gen = {run_key(Path(f).parent): [x for x in read_json(f)["reused"] if x["kind"] == "adv_cache"]
            for f in extra["run_files"]}
-    runs = pd.concat([pd.read_csv(f) for f in runs_csvs], ignore_index=True)
+    runs = pd.concat([read_csv(f) for f in runs_csvs], ignore_index=True)
     runs["key"] = runs["run"].map(run_key)
     runs = runs.merge(robust, on="key", how="left")
     runs["gen_time_s"] = runs["key"].map(lambda k: sum(x["time_s"] for x in gen[k]))
@@ -129,7 +129,7 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     agg["cost_flops"] = agg["train_flops"] + agg["gen_flops"]
     agg["cost_with_past_time_s"] = agg["train_time_s"] + agg["reused_time_s"]
     agg["cost_with_past_flops"] = agg["train_flops"] + agg["reused_flops"]
-    base = pd.read_csv(baseline_csv)
+    base = read_csv(baseline_csv)
     base = base.assign(key=base["run"].map(run_key)).merge(robust, on="key", how="left")
     base = base.groupby(["dataset", "model"]).agg(
         baseline_n=("seed", "count"), baseline_acc_mean=("test_acc", "mean"), baseline_acc_std=("test_acc", "std"),

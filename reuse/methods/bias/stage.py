@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 
 from reuse.errors import ReuseError
-from reuse.io import atomic_path, read_json, sha256_file
+from reuse.io import atomic_path, read_csv, read_json, sha256_file
+from reuse.safeload import read_npz
 from reuse.methods.bias.search import grid_values, search_shift
 from reuse.models.heads import head_name
 from reuse.train import evaluate, load_checkpoint
@@ -69,15 +70,15 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     """One row per bias run: the shifted classes and shift, validation accuracy before and after the
     shift, test accuracy of the past run and of the shifted one, and the test accuracy on the shifted
     classes before and after (from the two runs' predictions)."""
-    runs = pd.concat([pd.read_csv(f) for f in runs_csvs], ignore_index=True)
+    runs = pd.concat([read_csv(f) for f in runs_csvs], ignore_index=True)
     rows = []
     for _, r in runs.iterrows():
         run = read_json(f"{r['run']}/run.json")
         b = run["bias"]
         past = next(x for x in run["reused"] if x["kind"] == "past_run")
         on = np.asarray(b["classes"])
-        after = np.load(f"{r['run']}/predictions.npz")
-        before = np.load(f"{past['path']}/predictions.npz")
+        after = read_npz(f"{r['run']}/predictions.npz", ["logits", "target"], what="predictions")
+        before = read_npz(f"{past['path']}/predictions.npz", ["logits", "target"], what="predictions")
 
         def class_acc(p) -> float:
             keep = np.isin(p["target"], on)

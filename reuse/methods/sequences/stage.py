@@ -14,6 +14,7 @@ from reuse.cache import LogitCache, write_logit_cache
 from reuse.data.augment import keyed_seed
 from reuse.errors import ReuseError
 from reuse.io import atomic_path, read_json, sha256_file
+from reuse.safeload import read_npz
 from reuse.methods.kd.algorithm import Distill
 from reuse.methods.kd.teachers import CachedTeacher
 from reuse.methods.prune.prune import Prune
@@ -189,8 +190,8 @@ def forgetting_scores(ids: np.ndarray, stats_files: list[str]) -> np.ndarray:
     correct -> incorrect change between the epochs it was seen; never learned counts as the most)."""
     out = np.full(len(ids), np.nan)
     for f in reversed(stats_files):
-        with np.load(f) as z:
-            correct = z["correct"][:, ids].astype(np.int16)  # [epochs, len(ids)], -1 = not seen
+        correct = read_npz(f, ["correct"], what="per-example statistics")["correct"]
+        correct = correct[:, ids].astype(np.int16)  # [epochs, len(ids)], -1 = not seen
         seen = (correct >= 0).any(0)
         todo = np.isnan(out) & seen
         for i in np.flatnonzero(todo):

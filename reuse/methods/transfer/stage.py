@@ -17,6 +17,7 @@ from reuse.data.datasets import DatasetPair, TensorData
 from reuse.data.fingerprint import hash_array, make_fingerprint
 from reuse.errors import ReuseError
 from reuse.io import atomic_path, read_json, save_npz, sha256_file, write_json
+from reuse.safeload import read_npz
 from reuse.methods.prune.prune import Prune
 from reuse.methods.transfer import influence as inf
 from reuse.methods.transfer.spec import FULL, SUBSETS, takes
@@ -295,10 +296,10 @@ def influence_table(*, run_jsons: list[str], value_files: list[str], source_meta
         masks[i, r["classes"]] = True
     values, labels = {}, None
     for f in value_files:
-        with np.load(f) as z:
-            labels = z["y"] if labels is None else labels
-            for t in TRANSFERS:
-                values.setdefault(t, []).append(z[f"{t}_{metric}"].astype(np.float64))
+        z = read_npz(f, ["y", *(f"{t}_{metric}" for t in TRANSFERS)], what="transfer values")
+        labels = z["y"] if labels is None else labels
+        for t in TRANSFERS:
+            values.setdefault(t, []).append(z[f"{t}_{metric}"].astype(np.float64))
     values = {t: np.stack(v) for t, v in values.items()}
     names = _class_names(read_json(source_meta), c)
     target_names = runs[0]["target_classes"]

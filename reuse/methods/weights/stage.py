@@ -13,7 +13,7 @@ from scipy import stats
 from reuse.train.flops import FlopCounterMode
 
 from reuse.errors import ReuseError
-from reuse.io import atomic_path, read_json, sha256_file
+from reuse.io import atomic_path, read_csv, read_json, sha256_file
 from reuse.methods.weights.weights import (WeightAveraging, average_state_dicts, check_same_architecture,
                                            greedy_soup, recompute_bn, shrink_perturb)
 from reuse.models import build_model
@@ -35,7 +35,10 @@ def train_warm(job: Job) -> None:
     ckpt = load_checkpoint(past_ckpt, fingerprint=data.train.fingerprint)
     seed_everything(job.seed)  # the same draw fit_and_write makes: the fresh initialisation of this run
     fresh = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {}))
-    check_same_architecture(fresh.state_dict(), ckpt["model"], past_ckpt)
+    check_same_architecture(fresh.state_dict(), ckpt["model"], past_ckpt, fix=(
+        "warm start from a run of the same architecture and args (set `from.model` to a model with the same arch "
+        f"and args as `model`); if the config is right, {past_ckpt} was replaced by another model's checkpoint: "
+        "delete it and re-run snakemake"))
     init = shrink_perturb(ckpt["model"], fresh.state_dict(), cfg["shrink"], cfg["perturb"])
     init_id = f"{past_ckpt}@{sha256_file(past_ckpt)[:16]} shrink={cfg['shrink']} perturb={cfg['perturb']}"
     log.info("warm %s: from %s (epoch %d, seed %d), shrink %g perturb %g, %d epochs at lr %g", job.variant, past_ckpt,
@@ -63,6 +66,9 @@ def train_soup(job: Job) -> None:
     paths = [f"{r}/ckpt/last.pt" for r in ingredient_runs]
     sds = [load_checkpoint(p, fingerprint=data.train.fingerprint)["model"] for p in paths]
     model = build_model(model_cfg["arch"], list(data.input_shape), data.num_classes, **model_cfg.get("args", {}))
+    for p, sd in zip(paths, sds):  # an ingredient of another model (a swapped-in file) is refused before mixing
+        check_same_architecture(model.state_dict(), sd, p, fix=f"{p} is not a checkpoint of this soup's model: delete "
+                                "it and re-run snakemake to retrain its run")
     model.to(dev)
     bs = recipe.get("eval_batch_size", 1024)
     flops = 0
@@ -128,8 +134,8 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     """Warm starts, soups and weight averaging side by side with the baseline from scratch: per
     (method, variant) the mean test accuracy over seeds with a 95% t-interval, own and reused time,
     and for soups the mean accuracy of their best ingredient (the soup's bar)."""
-    runs = pd.concat([pd.read_csv(f) for f in [baseline_csv, *runs_csvs]], ignore_index=True)
-    runs = runs[runs["model"].isin(set(pd.concat([pd.read_csv(f) for f in runs_csvs])["model"]))]
+    runs = pd.concat([read_csv(f) for f in [baseline_csv, *runs_csvs]], ignore_index=True)
+    runs = runs[runs["model"].isin(set(pd.concat([read_csv(f) for f in runs_csvs])["model"]))]
     best_ing = {run_key(Path(f).parent): max(x["test_acc"] for x in read_json(f)["reused"]
                                              if x["kind"] == "soup_ingredient") for f in extra["soup_runs"]}
     runs["best_ingredient_acc"] = runs["run"].map(run_key).map(best_ing)

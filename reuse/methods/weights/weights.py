@@ -22,22 +22,23 @@ from reuse.train.events import Algorithm, Event, State
 StateDict = Mapping[str, torch.Tensor]
 
 
-def check_same_architecture(target: StateDict, source: StateDict, what: str = "the past run") -> None:
+_WARM_FIX = "warm start from a run of the same architecture and args (set `from.model` to a model with the same arch and args as `model`)"
+
+
+def check_same_architecture(target: StateDict, source: StateDict, what: str = "the past run", fix: str = _WARM_FIX) -> None:
     """Raise :class:`ReuseError` unless ``source`` has exactly the parameters and buffers of
-    ``target`` with the same shapes; the message names the first mismatched entry."""
+    ``target`` with the same shapes; the message names the first mismatched entry and ``fix``."""
     missing = [k for k in target if k not in source]
     extra = [k for k in source if k not in target]
     if missing or extra:
         name = missing[0] if missing else extra[0]
         where = "is missing from" if missing else "is not in the new model but is in"
         raise ReuseError(f"architecture mismatch: parameter '{name}' {where} {what} ({len(missing)} missing, "
-                         f"{len(extra)} extra); warm start from a run of the same architecture and args "
-                         "(set `from.model` to a model with the same arch and args as `model`)")
+                         f"{len(extra)} extra); {fix}")
     for k, t in target.items():
         if tuple(source[k].shape) != tuple(t.shape):
             raise ReuseError(f"architecture mismatch: parameter '{k}' has shape {tuple(source[k].shape)} in {what} "
-                             f"but {tuple(t.shape)} in the new model; warm start from a run of the same architecture "
-                             "and args (set `from.model` to a model with the same arch and args as `model`)")
+                             f"but {tuple(t.shape)} in the new model; {fix}")
 
 
 def shrink_perturb(past: StateDict, fresh: StateDict, shrink: float = 1.0,
