@@ -4,6 +4,7 @@
 #   R/{dataset}/data/data.npz, dataset.json          prepared splits + fingerprints   (rules/data.smk)
 #   R/{dataset}/{model}/baseline/s{seed}/             one baseline run               (rules/baseline.smk)
 #       ckpt/e{epoch}.pt                              checkpoints at configured epochs (+ the final one)
+#       ckpt/e{rounds}.txt                            a gbdt tree model's one model (LightGBM text format)
 #       metrics.jsonl, run.json, predictions.npz      per-epoch metrics, run summary, test logits
 #       logits/e{epoch}/logits.npy, meta.json         logit cache on every training example
 #       state/                                        resume state while training (removed when done)

@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from reuse.data.clusters import config_problems as clusters_problems
 from reuse.data.sources import check_root
 from reuse.data.tabular import config_problems as tabular_problems
 from reuse.data.text import config_problems as text_problems
@@ -30,6 +31,7 @@ from reuse.errors import ConfigError, DataError
 from reuse.methods import registry
 from reuse.methods.registry import expected_runs
 from reuse.models import check_arch
+from reuse.models.gbdt import config_problems as tree_problems
 from reuse.plan import (checkpoint_epochs, deep_merge, expose_checkout, late_milestones, no_model, recipe_for, runs,
                         score_datasets, score_epochs, score_seeds, unknown)
 
@@ -179,6 +181,8 @@ def _semantic_problems(config: dict) -> list[str]:
         problems += method.problems(config)
     problems += text_problems(config)
     problems += tabular_problems(config)
+    problems += tree_problems(config, registry.methods(config))
+    problems += clusters_problems(config)
     problems += _input_problems(config)
     c = config["cache"]
     if not c["dense"] and not c["topk"]:

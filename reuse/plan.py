@@ -31,8 +31,23 @@ def recipe_for(config: dict, model: str) -> dict:
     return deep_merge(config["train"], config["models"][model].get("train", {}))
 
 
+#: model architectures that are gradient-boosted trees (:mod:`reuse.models.gbdt`), not networks: they
+#: train only as baselines, on tabular data, and are reused only through their logit caches
+TREE_ARCHS = ("gbdt",)
+#: a tree model's boosting rounds when its args do not say (``n_estimators``)
+TREE_ROUNDS = 100
+
+
+def is_tree(config: dict, model: str) -> bool:
+    """Whether ``model`` is a gradient-boosted tree model (arch in :data:`TREE_ARCHS`)."""
+    return config["models"][model]["arch"] in TREE_ARCHS
+
+
 def checkpoint_epochs(config: dict, model: str) -> list[int]:
-    """Epochs whose checkpoints a baseline run keeps: the configured ones and the final epoch."""
+    """Epochs whose checkpoints a baseline run keeps: the configured ones and the final epoch. A tree
+    model keeps one, its final model, at "epoch" = its boosting rounds (``n_estimators``)."""
+    if is_tree(config, model):
+        return [int(config["models"][model].get("args", {}).get("n_estimators", TREE_ROUNDS))]
     r = recipe_for(config, model)
     return sorted(set(r["checkpoint_epochs"]) | {r["epochs"]})
 

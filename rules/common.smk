@@ -15,6 +15,7 @@ from reuse.plan import (
     cache_files as _cache_files,
     checkpoint_epochs,
     expose_checkout,
+    is_tree,
     recipe_for,
     run_path,
     runs,
@@ -87,7 +88,8 @@ def baseline_targets():
             d = run_dir(ds, model, seed=seed)
             out += [f"{d}/metrics.jsonl", f"{d}/run.json", f"{d}/predictions.npz"]
             for e in checkpoint_epochs(config, model):
-                out += [f"{d}/ckpt/e{e}.pt"] + cache_files(f"{d}/logits/e{e}")
+                ckpt = f"{d}/ckpt/e{e}.txt" if is_tree(config, model) else f"{d}/ckpt/e{e}.pt"  # trees: LightGBM text
+                out += [ckpt] + cache_files(f"{d}/logits/e{e}")
     return out
 
 
@@ -108,7 +110,11 @@ def method_datasets(m):
 
 
 def study_datasets(study):
-    return list(dict.fromkeys(ds for m in METHODS if m.name in study.methods for ds in method_datasets(m)))
+    out = list(dict.fromkeys(ds for m in METHODS if m.name in study.methods for ds in method_datasets(m)))
+    if study.datasets is not None:  # a study built on some of them only (e.g. one across datasets)
+        keep = set(study.datasets(config))
+        out = [ds for ds in out if ds in keep]
+    return out
 
 
 def study_inputs(ds, name):

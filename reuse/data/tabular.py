@@ -23,7 +23,8 @@ under ``unseen: ignore``.
 
 Inputs are ``(N, F)`` float32 features, already standardised (mean 0 and std 1 keep
 :func:`reuse.data.sources.read` from measuring them again); no augmentation applies. Models for them
-are the MLPs (:data:`TABULAR_MODELS`).
+are the MLPs and gradient-boosted trees (:data:`TABULAR_MODELS`; trees only as baselines and cached
+teachers, :mod:`reuse.models.gbdt`).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ DEFAULTS = {"test_fraction": 0.2, "split_seed": 0, "missing": "error", "unseen":
 MISSING_POLICIES = ("error", "impute")
 UNSEEN_POLICIES = ("error", "ignore")
 FORMATS = (".csv", ".parquet")
-#: the architectures that take a row of features
-TABULAR_MODELS = ("mlp", "hinton_mlp")
+#: the architectures that take a row of features (gbdt: gradient-boosted trees, :mod:`reuse.models.gbdt`)
+TABULAR_MODELS = ("mlp", "hinton_mlp", "gbdt")
 
 
 def tabular_files(spec: dict) -> dict[str, Path]:

@@ -42,6 +42,7 @@ BUILTIN = (
     "reuse.methods.sequences.spec",
     "reuse.methods.transfer.spec",
     "reuse.methods.interleave.spec",
+    "reuse.methods.specialists.spec",
 )
 
 _REGISTRY: dict[str, "Method"] = {}
@@ -58,7 +59,9 @@ class Study:
     ``extra``: more files it reads, ``fn(config, dataset) -> {name: [paths relative to results]}``;
     ``params``: ``fn(config) -> dict`` of settings it needs; ``charts``: ``"module:function"`` called by
     the report as ``fn(table) -> [(title, altair chart, caption), ...]`` with the study's rows, drawn
-    under the table on the method's page (imported only when the report is built).
+    under the table on the method's page (imported only when the report is built); ``datasets``:
+    ``fn(config) -> [dataset, ...]``, the datasets it is built on, of those its methods have runs on
+    (default: all of them; a study across datasets names one, and reads the others through ``extra``).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Study:
     extra: Callable[[dict, str], dict[str, list[str]]] | None = None
     params: Callable[[dict], dict] | None = None
     charts: str | None = None
+    datasets: Callable[[dict], list[str]] | None = None
 
 
 class Method:
@@ -172,6 +176,11 @@ class Method:
         it do so (relative to the variant, "" for the variant itself) and what it does, e.g.
         ``("mixup", "input MixUp mixes inputs")``."""
         return None
+
+    def cached_models(self, config: dict, name: str) -> list[str]:
+        """Models of ``needs_models`` the variant reads only through their logit caches (so they may be
+        gradient-boosted trees, :mod:`reuse.models.gbdt`, which have no network checkpoint)."""
+        return []
 
     # -- checks
     def problems(self, config: dict) -> list[str]:

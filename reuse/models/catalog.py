@@ -116,9 +116,15 @@ def check(arch: str, args: Mapping, known: Mapping[str, Sequence[str]]) -> None:
                               + (f" (did you mean '{near[0]}'?)" if near else "") + f"; it takes {allowed}")
 
 
+#: the gradient-boosted tree architectures (:data:`reuse.plan.TREE_ARCHS`, trained by LightGBM in
+#: :mod:`reuse.models.gbdt`, not built as networks) and their argument names
+TREE_ARGS = {"gbdt": ("n_estimators", "learning_rate", "num_leaves", "max_depth", "min_child_samples",
+                      "subsample", "colsample", "reg_lambda")}
+
+
 def check_arch(arch: str, args: Mapping) -> None:
     """Validate an arch name and its argument names without building the model (or importing torch)."""
-    check(arch, args, _catalog()[0])
+    check(arch, args, {**_catalog()[0], **TREE_ARGS})
 
 
 TEXT_MODELS = tuple(name for name, mod in _catalog()[1].items() if mod == "text")
@@ -129,5 +135,5 @@ def model_vocab(arch: str, args: Mapping) -> int | None:
     return int(args.get("vocab_size", DEFAULT_VOCAB)) if arch in TEXT_MODELS else None
 
 
-__all__ = ["DEFAULT_VOCAB", "MODULES", "TEXT_MODELS", "arch_module", "archs", "check", "check_arch", "model_vocab",
+__all__ = ["DEFAULT_VOCAB", "MODULES", "TEXT_MODELS", "TREE_ARGS", "arch_module", "archs", "check", "check_arch", "model_vocab",
            "read_module"]

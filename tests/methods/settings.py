@@ -532,6 +532,40 @@ TRANSFER = {
 }
 
 
+# ----------------------------------------------------------------------------- specialists
+SPECIALISTS_V = {"model": "m", "from": {"model": "m"}, "groups": 3, "size": 4, "train": {"epochs": 1}}
+
+
+def _specialists(**changes) -> dict:
+    return {"specialists": {"variants": {"s": _with(SPECIALISTS_V, **changes)}}}
+
+
+SPECIALISTS = {
+    "block": {"specialists": {"variants": {"s": SPECIALISTS_V}}},
+    "mistakes": [
+        Mistake("specialists-model", _specialists(model="x"), "specialists.variants.s.model: no model named 'x'"),
+        Mistake("specialists-arch", _specialists(**{"from": {"model": "c"}}),
+                "specialists.variants.s: model 'm' (mlp {'hidden': [16]}) and from.model 'c' (cnn1d {'channels': 8}) "
+                "differ"),
+        Mistake("specialists-groups", _specialists(groups=11),
+                "specialists.variants.s.groups: 11 groups of the 10 classes of dataset 'd'; set at most 10"),
+        Mistake("specialists-size", _specialists(size=10),
+                "specialists.variants.s.size: a group of 10 of the 10 classes of dataset 'd' leaves its dustbin empty"),
+        Mistake("specialists-top-n", _specialists(top_n=12),
+                "specialists.variants.s.top_n: 12 exceeds the 10 classes of dataset 'd'"),
+        Mistake("specialists-epochs", _specialists(train={"epochs": 0}),
+                "specialists.variants.s.train.epochs: 0 is less than the minimum of 1"),
+        Mistake("specialists-milestones", _specialists(train={"epochs": 2, "schedule": {"name": "step",
+                                                                                        "milestones": [5]}}),
+                "specialists.variants.s.train.schedule.milestones: [5] lie beyond epochs=2"),
+        Mistake("specialists-enrichment", _specialists(enrichment=0), "specialists.variants.s.enrichment:"),
+        Mistake("specialists-from-self", _specialists(**{"from": {"model": "m", "method": "specialists",
+                                                                  "variant": "s"}}),
+                "specialists.variants.s.from.method: no method to start from named 'specialists'"),
+    ],
+}
+
+
 SETTINGS: dict[str, dict] = {
     "kd": KD,
     "prune": PRUNE,
@@ -546,6 +580,7 @@ SETTINGS: dict[str, dict] = {
     "retrain": RETRAIN,
     "interleave": INTERLEAVE,
     "transfer": TRANSFER,
+    "specialists": SPECIALISTS,
     "scores": SCORES,
 }
 

@@ -29,7 +29,7 @@ def stand_in_data(spec: dict, root: Path) -> None:
              "imagefolder": [f"{spec.get('train_dir', 'train')}/c0/0.jpg", f"{spec.get('test_dir', 'val')}/c0/0.jpg"],
              "text": [spec.get("train_file", "train.csv"), spec.get("test_file", "test.csv")],
              "tabular": [spec[k] for k in ("file", "train_file", "test_file") if k in spec],
-             "mnist1d": []}[kind]
+             "mnist1d": [], "clusters": []}[kind]
     for f in files:
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         (root / f).touch()

@@ -24,7 +24,9 @@ def train(job: Job) -> None:
 
     ``job.inputs["teachers"]``: each teacher run's run.json (the past runs, as staged), then their
     logit caches or, with ``online``, checkpoints; ``job.params["teacher_epochs"]``: the checkpoint
-    epoch whose logit cache (or checkpoint) is the teacher, or two epochs for checkpoint MixUp.
+    epoch whose logit cache (or checkpoint) is the teacher, or two epochs for checkpoint MixUp;
+    ``job.params["teacher_caches"]``: the cache folders read in each teacher run (``logits/e<epoch>``,
+    or ``logits/final`` of a method's run).
     """
     cfg, seed, recipe = job.cfg, job.seed, job.recipe
     teacher_runs = [str(Path(f).parent) for f in job.inputs["teachers"] if Path(f).name == "run.json"]
@@ -40,7 +42,9 @@ def train(job: Job) -> None:
         ckpt = load_checkpoint(f"{teacher_runs[0]}/ckpt/e{teacher_epochs[0]}.pt", fingerprint=fp, map_location=dev)
         teacher = OnlineTeacher(build_from_checkpoint(ckpt).to(dev))
     else:
-        cache_dirs = [f"{r}/logits/e{e}" for r in teacher_runs for e in teacher_epochs]
+        # logits/e<epoch> of a baseline run, logits/final of a method run (the spec's teacher_caches)
+        names = job.params.get("teacher_caches") or [f"logits/e{e}" for e in teacher_epochs]
+        cache_dirs = [f"{r}/{c}" for r in teacher_runs for c in names]
         caches = [LogitCache.open(d, fingerprint=fp) for d in cache_dirs]
         for d, c in zip(cache_dirs, caches):
             reused.append({"kind": "logit_cache", "path": d, "time_s": c.meta.get("cost", {}).get("time_s", 0.0),

@@ -1,0 +1,3 @@
+from reuse.zygote import run
+
+run(snakemake, "reuse.models.gbdt:rule_train")
