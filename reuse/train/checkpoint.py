@@ -112,7 +112,7 @@ def load_checkpoint(path: str | os.PathLike, *, fingerprint: dict | None = None,
                 "re-run snakemake: the run that wrote it is retrained and everything else is left as it "
                 "is.") from None
         raise CorruptArtifact(
-            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}). "
             "Delete it and re-run snakemake: the run that wrote it is retrained (deterministically) and "
             "everything else is left as it is.") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("format") != FORMAT_VERSION:

@@ -125,15 +125,8 @@ for _name, _variant, _seed in method_cases(CFG):
 # with why, and the rest of the report is built (test_report_shows_a_damaged_run_as_failed).
 
 
-_EMPTY_CKPT = pytest.mark.xfail(
-    strict=True, raises=IndexError,
-    reason="reuse/train/checkpoint.py (not this suite's file): torch.load of an empty file raises an EOFError "
-           "without a message, and load_checkpoint's str(e).splitlines()[0] then raises IndexError")
-
-
 def _params():
-    return [pytest.param(stage, fn, rel, fault, id=f"{stage}-{art}-{fault}",
-                         marks=[_EMPTY_CKPT] if rel.endswith(".pt") and fault == "emptied" else [])
+    return [pytest.param(stage, fn, rel, fault, id=f"{stage}-{art}-{fault}")
             for stage, art, fn, rel, faults in CASES for fault in faults]
 
 
