@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 from typing import Any
 
 import numpy as np
@@ -270,3 +272,11 @@ def differences(reference: Path, results: Path, files: list[str]) -> list[str]:
             continue  # report pages and figures: compared by their own test (see test_kill.py)
         out += [f"{rel}{d}" for d in same(load_for_compare(a), load_for_compare(b))]
     return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted reference run, built once per session and shared by xdist workers."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return build_reference(shared / "faults_reference")

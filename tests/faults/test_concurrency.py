@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.kill_fixtures import reference  # noqa: F401 (a fixture)
 from tests.faults.kill_fixtures import artifacts, build_reference, differences, kill_group, run, start, write_kill_config
 
 pytestmark = pytest.mark.workflow
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    return build_reference(shared / "faults_reference")
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.kill_fixtures import reference  # noqa: F401 (a fixture)
 from tests.faults.kill_fixtures import (DS, artifacts, build_reference, cmdline, differences, gone, kill_group, point_counts, run,
                                         start, write_kill_config)
 
@@ -99,15 +100,6 @@ def run_dir(cfg: dict, label: str) -> Path | None:
     if name == "logit_cache":
         return None
     return Path(get(name, cfg).run_dir(cfg, ds, what, int(wc["seed"])))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    import os
-
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    return build_reference(shared / "faults_reference")
 
 
 @pytest.fixture(scope="module")
