@@ -9,7 +9,6 @@ reference run's (made with ``--cores 2``), and the same summary.csv.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
