@@ -8,12 +8,14 @@ service is off."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,6 +113,17 @@ def slurm(tmp_path_factory):
     missing = [t for t in ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue") if not shutil.which(t)]
     if missing:
         unavailable(f"SLURM is not installed (missing {', '.join(missing)}); as root: apt-get install slurm-wlm munge")
+    # One test cluster per machine (tools/slurm_cluster.sh refuses a second): a module that uses it on another
+    # xdist worker (--dist loadfile) waits here until the module that holds it has stopped it.
+    lock = open(Path(tempfile.gettempdir()) / "reuse-test-slurm.lock", "w")
+    deadline = time.monotonic() + 1800
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            assert time.monotonic() < deadline, "another test module held the SLURM test cluster for 30 min"
+            time.sleep(1)
     state = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "REUSE_SLURM_DIR": str(state), "REUSE_SLURMCTLD_PORT": str(free_port()),
            "REUSE_SLURMD_PORT": str(free_port())}
@@ -124,6 +137,7 @@ def slurm(tmp_path_factory):
                        env=env, timeout=60)
         r = subprocess.run(["timeout", "60", "bash", str(CLUSTER_SCRIPT), "stop"], capture_output=True, text=True,
                            env=env, timeout=90)
+        lock.close()  # releases the flock
         assert r.returncode == 0, r.stdout + r.stderr
 
 
