@@ -114,20 +114,25 @@ def _read_csv(path: Path, columns: list[str] | None, name: str):
 
 def _read_jsonl(path: Path, name: str):
     records, lines = [], []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"dataset '{name}' (text): {path} line {n} is not valid JSON ({e.msg} at "
-                                f"column {e.colno}); the file needs one JSON object per line") from e
-            if not isinstance(rec, dict):
-                raise DataError(f"dataset '{name}' (text): {path} line {n} is a JSON {type(rec).__name__}, "
-                                "not an object with the text and label fields")
-            records.append(rec)
-            lines.append(n)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(f"dataset '{name}' (text): {path} line {line} is not UTF-8 text (byte {e.start}); the "
+                        "file needs one JSON object per line, in UTF-8") from e
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"dataset '{name}' (text): {path} line {n} is not valid JSON ({e.msg} at "
+                            f"column {e.colno}); the file needs one JSON object per line") from e
+        if not isinstance(rec, dict):
+            raise DataError(f"dataset '{name}' (text): {path} line {n} is a JSON {type(rec).__name__}, "
+                            "not an object with the text and label fields")
+        records.append(rec)
+        lines.append(n)
     return records, None, lambda i: f" (line {lines[i]})"
 
 

@@ -190,6 +190,9 @@ def test_bad_and_empty_files(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", rows)
     with pytest.raises(DataError, match=r"train.jsonl line 21 is not valid JSON"):
         read("t", spec(tmp_path, "jsonl"))
+    (tmp_path / "train.jsonl").write_bytes(b'{"text": "a", "label": 1}\n\x80\xff binary\n')
+    with pytest.raises(DataError, match=r"train.jsonl line 2 is not UTF-8 text"):
+        read("t", spec(tmp_path, "jsonl"))
     (tmp_path / "train.jsonl").write_text("")
     with pytest.raises(DataError, match=r"train.jsonl holds no examples"):
         read("t", spec(tmp_path, "jsonl"))
