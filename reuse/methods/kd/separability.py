@@ -133,15 +133,15 @@ def build(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     import numpy as np
     import pandas as pd
 
-    from reuse.io import atomic_path
+    from reuse.io import atomic_path, read_csv
     from reuse.metrics import describe, paired_comparison
 
     boot = _boot(params)
     seps = _separations(extra["meta"])
-    base = pd.concat([pd.read_csv(f) for f in extra["baseline_tables"]], ignore_index=True)
+    base = pd.concat([read_csv(f) for f in extra["baseline_tables"]], ignore_index=True)
     rows = []
     for f in extra["tables"]:
-        kd = pd.read_csv(f)
+        kd = read_csv(f)
         if kd.empty:
             continue
         cfg_cols = sorted(c for c in kd.columns if c.startswith("cfg_") and kd[c].astype(str).nunique() > 1)
@@ -189,14 +189,14 @@ def build_bias(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list
     import numpy as np
     import pandas as pd
 
-    from reuse.io import atomic_path, read_json
+    from reuse.io import atomic_path, read_csv, read_json
     from reuse.metrics import describe, paired_comparison
 
     boot = _boot(params)
     seps = _separations(extra["meta"])
     rows = []
     for f in extra["tables"]:
-        table = pd.read_csv(f)
+        table = read_csv(f)
         for (ds, model, variant), g in table.groupby(["dataset", "model", "variant"], sort=True):
             per = []
             for _, r in g.iterrows():
