@@ -115,7 +115,8 @@ def test_disk_full_while_copying_a_checkpoint(res, monkeypatch):
     assert (res / BASE / "ckpt" / "e1.pt").stat().st_nlink == 1  # e1 was copied whole, not linked
 
 
-# Why a registered method has no case above: the tiny config declares no run of it.
+# Why a registered method has no case above: the tiny config declares no run of it (its faults are in
+# tests/faults/test_other_methods.py, on the small worlds of its own tests).
 ABSENT = {
     "bias": "needs a bias search on held-out examples of real classes (configs/mnist.yaml)",
     "transfer": "needs a second, target dataset to transfer to",

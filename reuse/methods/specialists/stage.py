@@ -122,6 +122,7 @@ def train(job: Job) -> None:
     data = job.data()
     device = job.device
     ckpt = load_checkpoint(past_ckpt, fingerprint=data.train.fingerprint)
+    reused = past_run_cost(past_run)  # reads its run.json: a damaged one is refused before any training
     generalist = build_from_checkpoint(ckpt).to(device)
     bs = job.recipe.get("eval_batch_size", 1024)
     c = data.num_classes
@@ -195,7 +196,7 @@ def train(job: Job) -> None:
                                 "superclasses": superclass_matches(groups, p.get("dataset_kind", ""), c),
                                 "parameters": sum(q.numel() for q in combined.parameters())}}
 
-    job.fit(data, recipe=job.recipe, reused=past_run_cost(past_run), init=ckpt["model"],
+    job.fit(data, recipe=job.recipe, reused=reused, init=ckpt["model"],
             init_id=f"{init_id} specialists {groups}", initial_cost=cost, finish=finish)
 
 

@@ -16,7 +16,7 @@ from reuse import data as rdata
 from reuse.data.datasets import DatasetPair, TensorData
 from reuse.data.fingerprint import hash_array, make_fingerprint
 from reuse.errors import ReuseError
-from reuse.io import atomic_path, read_json, save_npz, sha256_file, write_json
+from reuse.io import atomic_path, read_csv, read_json, save_npz, sha256_file, write_json
 from reuse.safeload import read_npz
 from reuse.methods.prune.prune import Prune
 from reuse.methods.transfer import influence as inf
@@ -265,12 +265,10 @@ def train(job: Job) -> None:
 
 def _influence_scores(table: str, num_classes: int) -> np.ndarray:
     """The influence of each source class, by id, from the influence table."""
-    import pandas as pd
-
-    df = pd.read_csv(table).sort_values("class")
+    df = read_csv(table).sort_values("class")  # empty or cut short: CorruptArtifact naming it and the fix
     if list(df["class"]) != list(range(num_classes)):
         raise ReuseError(f"{table} lists classes {list(df['class'])}, not the {num_classes} source classes; delete it "
-                         "so that the workflow builds it again")
+                         "and re-run snakemake: the workflow builds it again")
     return df["influence"].to_numpy(dtype=np.float64)
 
 
@@ -407,7 +405,7 @@ def influence_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str,
     """``transfer_influence.csv``: the influence table, most helpful class first."""
     import pandas as pd
 
-    df = pd.read_csv(extra["table"][0]).sort_values("rank")
+    df = read_csv(extra["table"][0]).sort_values("rank")
     df.insert(0, "method", "transfer")
     _write(df, out_csv)
 
@@ -418,7 +416,7 @@ def subpopulation_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[
     its examples' predictions (the paper's subpopulations) and the one that most lowers them."""
     import pandas as pd
 
-    df = pd.read_csv(extra["by_class"][0])
+    df = read_csv(extra["by_class"][0])
     worst = df.sort_values("rank").groupby("target_class").tail(1).assign(role="most harmful")
     top = df[df["rank"] <= params["top"]].assign(role="most helpful")
     out = pd.concat([top, worst]).sort_values(["target_class", "rank"])
