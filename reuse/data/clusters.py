@@ -32,8 +32,7 @@ import math
 import numpy as np
 
 from reuse.data.raw import RawData, register_reader
-from reuse.data.tabular import TABULAR_MODELS
-from reuse.plan import fixed_input_augment, runs
+from reuse.data.tabular import feature_model_problems
 
 KIND = "clusters"
 #: the defaults of the ``clusters`` block (the schema fills them too; ``separation`` is required)
@@ -133,13 +132,4 @@ def config_problems(config: dict) -> list[str]:
             continue
         mine.add(ds)
         problems += [f"datasets.{ds}.{KIND}.{k}: {m}" for k, m in block_problems(spec_of(spec))]
-    for ds, model in runs(config):
-        if ds not in mine:
-            continue
-        m = config["models"][model]
-        if m["arch"] not in TABULAR_MODELS:
-            problems.append(f"models.{model}: arch '{m['arch']}' cannot train on clusters dataset '{ds}'; its inputs "
-                            f"are rows of features, which {', '.join(TABULAR_MODELS)} take: list the model's "
-                            "`datasets` or change arch")
-        problems += [p for p in [fixed_input_augment(config, model, ds, "features")] if p]
-    return problems
+    return problems + feature_model_problems(config, mine, KIND)

@@ -334,12 +334,20 @@ def config_problems(config: dict) -> list[str]:
             problems.append(f"datasets.{ds}.missing: '{spec['missing']}'; choose one of {', '.join(MISSING_POLICIES)}")
         if spec.get("unseen", "error") not in UNSEEN_POLICIES:
             problems.append(f"datasets.{ds}.unseen: '{spec['unseen']}'; choose one of {', '.join(UNSEEN_POLICIES)}")
+    return problems + feature_model_problems(config, tab, "tabular")
+
+
+def feature_model_problems(config: dict, datasets: set[str], kind: str) -> list[str]:
+    """The runs on ``datasets`` (whose examples are rows of features, of dataset kind ``kind``) whose model
+    cannot take such rows, or that augment them."""
+    problems = []
     for ds, model in runs(config):
-        if ds not in tab:
+        if ds not in datasets:
             continue
-        m = config["models"][model]
-        if m["arch"] not in TABULAR_MODELS:
-            problems.append(f"models.{model}: arch '{m['arch']}' cannot train on tabular dataset '{ds}'; tabular "
-                            f"datasets take {', '.join(TABULAR_MODELS)}: list the model's `datasets` or change arch")
+        arch = config["models"][model]["arch"]
+        if arch not in TABULAR_MODELS:
+            problems.append(f"models.{model}: arch '{arch}' cannot train on {kind} dataset '{ds}'; its examples are "
+                            f"rows of features, which {', '.join(TABULAR_MODELS)} take: list the model's `datasets` "
+                            "or change arch")
         problems += [p for p in [fixed_input_augment(config, model, ds, "features")] if p]
     return problems
