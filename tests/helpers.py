@@ -186,6 +186,24 @@ def method_job(cfg: dict, method: str, dataset: str, variant: str, seed: int, re
             "device_name": "cpu", "progress": "off"}
 
 
+def train_baseline(cfg: dict, data_dir: Path, run: Path, model: str, seed: int = 0, *, example_stats: bool = False,
+                   epochs: int | None = None) -> Path:
+    """A baseline run of ``model`` in folder ``run``, as the baseline rule trains it (its recipe and checkpoint
+    epochs; ``epochs`` cuts the recipe to that many, with one checkpoint at its end). Returns ``run``."""
+    from reuse.plan import checkpoint_epochs, recipe_for
+    from reuse.workflow import train_run
+
+    recipe = recipe_for(cfg, model) if epochs is None else {**recipe_for(cfg, model), "epochs": epochs}
+    ckpts = checkpoint_epochs(cfg, model) if epochs is None else [epochs]
+    run = Path(run)
+    train_run(data_dir=str(data_dir), model_name=model, model_cfg=cfg["models"][model], recipe=recipe, seed=seed,
+              device="cpu", progress="off",
+              outputs={"ckpts": {e: str(run / "ckpt" / f"e{e}.pt") for e in ckpts}, "metrics": str(run / "metrics.jsonl"),
+                       "run": str(run / "run.json"), "predictions": str(run / "predictions.npz"),
+                       "example_stats": str(run / "example_stats.npz") if example_stats else None})
+    return run
+
+
 # ----------------------------------------------------------------------------- fork server jobs
 # Stages that tests/test_zygote.py runs as rule jobs ("tests.helpers:zygote_<name>"), through the fork
 # server (reuse.zygote) and in a process of their own, to compare the two.

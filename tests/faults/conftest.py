@@ -15,9 +15,9 @@ import yaml
 
 from reuse import workflow
 from reuse.methods.registry import get, resolve, studies
-from reuse.plan import checkpoint_epochs, recipe_for, score_epochs
+from reuse.plan import checkpoint_epochs, score_epochs
 from reuse.workflow import Job
-from tests.helpers import WORKFLOW_CONFIG, method_job, smk
+from tests.helpers import WORKFLOW_CONFIG, method_job, smk, train_baseline
 
 DS = "tiny"
 
@@ -91,12 +91,7 @@ def baseline(res: Path) -> None:
     run = res / BASE
     remove(res, *(f"{BASE}/{f}" for f in ("ckpt", "metrics.jsonl", "run.json", "predictions.npz",
                                            "example_stats.npz", "state")))
-    workflow.train_run(data_dir=_data(res), model_name="mlp", model_cfg=CFG["models"]["mlp"],
-                       recipe=recipe_for(CFG, "mlp"), seed=0, device="cpu", progress="off",
-                       outputs={"ckpts": {e: str(run / "ckpt" / f"e{e}.pt") for e in checkpoint_epochs(CFG, "mlp")},
-                                "metrics": str(run / "metrics.jsonl"), "run": str(run / "run.json"),
-                                "predictions": str(run / "predictions.npz"),
-                                "example_stats": str(run / "example_stats.npz")})
+    train_baseline(CFG, _data(res), run, "mlp", example_stats=True)
 
 
 def logit_cache(res: Path) -> None:
@@ -212,7 +207,7 @@ def foreign(tmp_path_factory, cfg, built) -> Path:
     files and score table, and an MLP baseline's checkpoints; laid out as the tiny results are
     (``<foreign>/tiny/...``, seed 0)."""
     from reuse import workflow
-    from reuse.plan import checkpoint_epochs, recipe_for, score_epochs
+    from reuse.plan import checkpoint_epochs, score_epochs
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("faults_foreign")
@@ -220,14 +215,8 @@ def foreign(tmp_path_factory, cfg, built) -> Path:
     spec = {**cfg["datasets"][DS], "mnist1d": {**cfg["datasets"][DS]["mnist1d"], "seed": 8}}
     workflow.prepare_data(DS, spec, str(data / "data.npz"), str(data / "dataset.json"))
     for model in ("mlp", "cnn"):
-        run = root / DS / model / "baseline" / "s0"
+        run = train_baseline(cfg, data, root / DS / model / "baseline" / "s0", model, example_stats=True)
         epochs = checkpoint_epochs(cfg, model)
-        workflow.train_run(data_dir=str(data), model_name=model, model_cfg=cfg["models"][model],
-                           recipe=recipe_for(cfg, model), seed=0, device="cpu", progress="off",
-                           outputs={"ckpts": {e: str(run / "ckpt" / f"e{e}.pt") for e in epochs},
-                                    "metrics": str(run / "metrics.jsonl"), "run": str(run / "run.json"),
-                                    "predictions": str(run / "predictions.npz"),
-                                    "example_stats": str(run / "example_stats.npz")})
     workflow.logit_cache(data_dir=str(data), checkpoints=[str(run / "ckpt" / f"e{e}.pt") for e in epochs],
                          out_dirs=[str(run / "logits" / f"e{e}") for e in epochs], cache_cfg=cfg["cache"],
                          device="cpu")

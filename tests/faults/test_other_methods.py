@@ -36,7 +36,7 @@ from tests.faults.conftest import CFG, absent_methods, stray_temps
 from tests.faults.kill_fixtures import artifacts, differences
 from tests.faults.test_bad_inputs import FIX, emptied, no_training, truncated  # noqa: F401 (no_training: a fixture)
 from tests.faults.test_disk_full import _check
-from tests.helpers import ROOT, method_job, snapshot
+from tests.helpers import ROOT, method_job, snapshot, train_baseline
 from tests.methods import test_bias, test_interleave, test_specialists, test_transfer
 from tests.methods.test_bias import omitted  # noqa: F401 (a fixture)
 from tests.methods.test_interleave import data_dir  # noqa: F401 (a fixture)
@@ -112,8 +112,6 @@ def foreign(tmp_path_factory) -> Path:
     seed (``<foreign>/<method>/<dataset>/data``), and a final checkpoint of the ``m`` model (bias's and
     specialists': the same MLP) trained on one of them (``<foreign>/m.pt``)."""
     from reuse.data import prepare
-    from reuse.plan import recipe_for
-    from reuse.workflow import train_run
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("other_methods_foreign")
@@ -123,13 +121,8 @@ def foreign(tmp_path_factory) -> Path:
             prepare(ds, {**spec, "mnist1d": {**spec["mnist1d"], "seed": spec["mnist1d"]["seed"] + 6}},
                     d / "data.npz", d / "dataset.json")
     cfg = CASES["bias"].cfg
-    run = root / "m_run"
-    train_run(data_dir=str(root / "bias" / "d" / "data"), model_name="m", model_cfg=cfg["models"]["m"],
-              recipe={**recipe_for(cfg, "m"), "epochs": 1}, seed=0, device="cpu", progress="off",
-              outputs={"ckpts": {1: str(run / "e1.pt")}, "metrics": str(run / "metrics.jsonl"),
-                       "run": str(run / "run.json"), "predictions": str(run / "predictions.npz"),
-                       "example_stats": None})
-    shutil.copyfile(run / "e1.pt", root / "m.pt")
+    run = train_baseline(cfg, root / "bias" / "d" / "data", root / "m_run", "m", epochs=1)
+    shutil.copyfile(run / "ckpt" / "e1.pt", root / "m.pt")
     return root
 
 

@@ -16,10 +16,10 @@ from reuse.config import validate_config
 from reuse.io import read_json
 from reuse.methods.bias.search import accuracy_with_shift, grid_values, search_shift, shift_vector
 from reuse.methods.registry import get, resolve
-from reuse.plan import cache_files, checkpoint_epochs, recipe_for, run_path
+from reuse.plan import cache_files, checkpoint_epochs, run_path
 from reuse.train import load_checkpoint
-from reuse.workflow import Job, logit_cache, train_run
-from tests.helpers import method_job
+from reuse.workflow import Job, logit_cache
+from tests.helpers import method_job, train_baseline
 
 
 # ----------------------------------------------------------------------------- the search
@@ -90,13 +90,8 @@ def omitted(tmp_path_factory):
     res = tmp_path_factory.mktemp("bias")
     data_dir = res / "d" / "data"
     prepare("d", DATASET, data_dir / "data.npz", data_dir / "dataset.json")
-    run = res / run_path("d", "m", seed=0)
+    run = train_baseline(cfg, data_dir, res / run_path("d", "m", seed=0), "m")
     epochs = checkpoint_epochs(cfg, "m")
-    train_run(data_dir=str(data_dir), model_name="m", model_cfg=cfg["models"]["m"], recipe=recipe_for(cfg, "m"),
-              seed=0, device="cpu", progress="off",
-              outputs={"ckpts": {e: str(run / "ckpt" / f"e{e}.pt") for e in epochs}, "metrics": str(run / "metrics.jsonl"),
-                       "run": str(run / "run.json"), "predictions": str(run / "predictions.npz"),
-                       "example_stats": None})
     logit_cache(data_dir=str(data_dir), checkpoints=[str(run / "ckpt" / f"e{epochs[-1]}.pt")],
                 out_dirs=[str(Path(cache_files(cfg, str(run / "logits" / f"e{epochs[-1]}"))[0]).parent)],
                 cache_cfg=cfg["cache"], device="cpu")
@@ -137,7 +132,7 @@ def test_the_shift_is_the_searched_one_and_written_as_a_run(omitted):
     cfg, res = omitted
     kd_dir = res / get("kd", cfg).run_dir(cfg, "d", "omit3", 0)
     b_dir = res / get("bias", cfg).run_dir(cfg, "d", "shift3", 0)
-    run, past = read_json(b_dir / "run.json"), read_json(kd_dir / "run.json")
+    run = read_json(b_dir / "run.json")
     rec = run["bias"]
     assert rec["classes"] == [3] and rec["mode"] == "shared" and rec["acc"] >= rec["acc_before"]
     old = load_checkpoint(kd_dir / "ckpt" / get("kd", cfg).final_checkpoint(cfg, "omit3")[1])["model"]

@@ -21,9 +21,9 @@ from reuse.methods.specialists import core
 from reuse.methods.specialists.core import (Enrich, active_specialists, cluster_classes, combine, coverage,
                                             dustbin_correction, enriched_ids, label_map, objective, others_per_epoch,
                                             specialist_head)
-from reuse.plan import checkpoint_epochs, recipe_for, run_path
-from reuse.workflow import Job, train_run
-from tests.helpers import method_job
+from reuse.plan import run_path
+from reuse.workflow import Job
+from tests.helpers import method_job, train_baseline
 
 PLANTED = [[0, 4, 7], [1, 2, 9], [3, 5, 6, 8]]
 
@@ -183,12 +183,7 @@ CONFIG = {
 
 def _train_baselines(cfg, res, data_dir):
     for seed in (0, 1):
-        run = res / run_path("d", "m", seed=seed)
-        train_run(data_dir=str(data_dir), model_name="m", model_cfg=cfg["models"]["m"], recipe=recipe_for(cfg, "m"),
-                  seed=seed, device="cpu", progress="off",
-                  outputs={"ckpts": {e: str(run / "ckpt" / f"e{e}.pt") for e in checkpoint_epochs(cfg, "m")},
-                           "metrics": str(run / "metrics.jsonl"), "run": str(run / "run.json"),
-                           "predictions": str(run / "predictions.npz"), "example_stats": None})
+        train_baseline(cfg, data_dir, res / run_path("d", "m", seed=seed), "m", seed)
 
 
 @pytest.fixture(scope="module")
