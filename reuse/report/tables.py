@@ -24,6 +24,10 @@ BASELINE = "baseline"
 # accuracy would choose on the test split), so it is left out of the frontier and the recommendations;
 # the whole sequences are placed there instead (:func:`sequence_points`).
 SEQUENCE_STEP = "sequence step"
+# The role of an aggregate of a method whose test accuracy answers another question than the dataset's
+# whole task (``Method.on_frontier`` false: interleaving's task-aware accuracies, transfer's target task):
+# not comparable with the baselines, so on no frontier and in no recommendation.
+OTHER_QUESTION = "another question"
 # Metrics aggregated over seeds with mean, std and a bootstrap interval.
 STAT_COLS = ["test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", "cost_time_full_s", "cost_time_marginal_s",
              "cost_flops_full", "cost_flops_marginal", "steps", "examples_seen", "train_time_s", "train_flops",
@@ -291,9 +295,11 @@ def statement(r: dict) -> str:
 def add_roles(aggs: pd.DataFrame, recs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """``role_<axis>``: baseline, selected (recommended at some budget), frontier (Pareto-optimal) or
     dominated; ``missing`` for aggregates with no finished run; ``sequence step`` for a step of a
-    sequence (on no frontier)."""
+    sequence and ``another question`` for a method whose accuracy is not of the dataset's whole task
+    (both on no frontier, see :func:`off_frontier`)."""
     aggs = aggs.copy()
     step = list(is_sequence_step(aggs))
+    other = list(off_frontier(aggs))
     for axis in AXES:
         chosen = set()
         if axis in recs and not recs[axis].empty:
@@ -304,6 +310,8 @@ def add_roles(aggs: pd.DataFrame, recs: dict[str, pd.DataFrame]) -> pd.DataFrame
                 roles.append("missing")
             elif step[i]:
                 roles.append(SEQUENCE_STEP)
+            elif other[i]:
+                roles.append(OTHER_QUESTION)
             elif r.method == BASELINE:
                 roles.append("baseline")
             elif (r.dataset, r.label) in chosen:

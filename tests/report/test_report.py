@@ -282,7 +282,7 @@ def test_a_shared_study_table_shows_on_each_method_it_names(toy):
 def test_a_method_off_the_frontier_is_never_on_it_nor_recommended():
     """interleave's task-aware accuracies (Method.on_frontier false) sit beside, not on, the frontier."""
     from reuse.report.collect import AXES
-    from reuse.report.tables import add_frontiers, off_frontier
+    from reuse.report.tables import OTHER_QUESTION, add_frontiers, add_roles, off_frontier
 
     rows = [("baseline", 0.80, 10.0), ("interleave", 0.95, 5.0), ("kd", 0.85, 20.0)]
     aggs = pd.DataFrame([{"dataset": "d", "n": 5, "method": m, "variant": "", "label": m, "scenario": None,
@@ -291,3 +291,7 @@ def test_a_method_off_the_frontier_is_never_on_it_nor_recommended():
     out = add_frontiers(aggs)
     for axis in AXES:
         assert out[f"frontier_{axis}"].tolist() == [True, False, True]
+    # its role says why it is beside the frontier, not that a cheaper, better run dominates it
+    roles = add_roles(out, {})
+    for axis in AXES:
+        assert roles[f"role_{axis}"].tolist() == ["baseline", OTHER_QUESTION, "frontier"]
