@@ -57,6 +57,21 @@ def ece(logits: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> float:
     return float(total / len(conf))
 
 
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``, ties sharing the mean of their ranks (pandas' ``rank(method="average")``,
+    bit for bit, without importing pandas). NaN is refused."""
+    x = np.asarray(x, dtype=np.float64)
+    if np.isnan(x).any():
+        raise ValueError("average_ranks: the values hold NaN")
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1] if len(x) else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], len(x)]
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
 def per_class_accuracy(logits: np.ndarray, targets: np.ndarray, num_classes: int | None = None) -> np.ndarray:
     """Accuracy on the test examples of each class (NaN for a class with no example)."""
     t = np.asarray(targets, dtype=np.int64)

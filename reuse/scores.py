@@ -22,6 +22,7 @@ epoch, value, std, n_runs``) whose fingerprint :class:`ScoreTable` checks on ope
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -29,10 +30,9 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from reuse.train.flops import FlopCounterMode
@@ -41,6 +41,9 @@ from reuse.data.fingerprint import check_fingerprint
 from reuse.errors import CorruptArtifact, FingerprintMismatch, ReuseError
 from reuse.io import atomic_path, read_json, save_npz, write_json
 from reuse.safeload import read_npz
+
+if TYPE_CHECKING:  # pandas is imported where it is used: a training job that reads scores needs none
+    import pandas as pd
 
 log = logging.getLogger("reuse.scores")
 
@@ -96,6 +99,8 @@ def difficulty(values: np.ndarray, name: str) -> np.ndarray:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties)."""
+    import pandas as pd
+
     ra = pd.Series(a).rank().to_numpy()
     rb = pd.Series(b).rank().to_numpy()
     if ra.std() == 0 or rb.std() == 0:
@@ -197,6 +202,8 @@ def load_run_scores(npz: str | Path) -> dict[str, np.ndarray]:
 def write_score_table(run_npzs: list[str], run_jsons: list[str], out_parquet: str | Path,
                       out_json: str | Path) -> pd.DataFrame:
     """Average the runs' scores into one long table ``idx, score, epoch, value, std, n_runs``."""
+    import pandas as pd
+
     metas = [read_json(j) for j in run_jsons]
     fp = metas[0]["fingerprint"]
     for j, m in zip(run_jsons, metas):
@@ -237,11 +244,43 @@ def write_score_table(run_npzs: list[str], run_jsons: list[str], out_parquet: st
     return df
 
 
-class ScoreTable:
-    """A dataset's score table, checked against the data it is used with."""
+# numpy dtypes of the arrow types a score table's columns hold
+_ARROW_DTYPES = {"int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64, "float": np.float32,
+                 "double": np.float64}
 
-    def __init__(self, path: Path, df: pd.DataFrame, meta: dict[str, Any]):
-        self.path, self.df, self.meta = path, df, meta
+
+def _arrow_to_numpy(col: Any) -> np.ndarray:
+    """An arrow column as numpy: a primitive column without nulls straight from its data buffers, a
+    dictionary column (the score names) by its dictionary and indices. pyarrow's own ``to_numpy`` would
+    import pandas (about 0.2 s in every job that reads scores); anything else still goes through it."""
+    import pyarrow as pa
+
+    def primitive(arr: Any) -> np.ndarray | None:
+        dtype = _ARROW_DTYPES.get(str(arr.type))
+        if dtype is None or arr.null_count:
+            return None
+        size = np.dtype(dtype).itemsize
+        return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * size)
+
+    parts = []
+    for chunk in col.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            names, codes = chunk.dictionary.to_pylist(), primitive(chunk.indices)
+            part = None if codes is None else np.asarray(names, dtype=object)[codes]
+        else:
+            part = primitive(chunk)
+        parts.append(chunk.to_numpy(zero_copy_only=False) if part is None else part)
+    return np.concatenate(parts) if parts else col.to_numpy()
+
+
+class ScoreTable:
+    """A dataset's score table, checked against the data it is used with. Read with pyarrow and looked
+    up with numpy (a training job that reads scores imports no pandas); :attr:`df` is the table as a
+    pandas DataFrame, for the report and the command line."""
+
+    def __init__(self, path: Path, table: Any, meta: dict[str, Any]):
+        self.path, self.table, self.meta = path, table, meta
+        self._cols: dict[str, np.ndarray] | None = None
 
     @classmethod
     def open(cls, path: str | Path, fingerprint: dict | None = None) -> "ScoreTable":
@@ -249,20 +288,33 @@ class ScoreTable:
 
         path = Path(path)
         try:
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()  # (pq.read_table would import pandas, through pyarrow.dataset)
             meta = json.loads(table.schema.metadata[b"reuse"])
         except FileNotFoundError:
             raise ReuseError(f"score table {path} does not exist; run the workflow's `scores` rule "
                              "(snakemake) to compute it from the past runs") from None
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, TypeError, ValueError) as e:
             raise CorruptArtifact(f"score table {path} is unreadable ({e}); delete it and re-run snakemake") from e
         if fingerprint is not None:
             check_fingerprint(meta["fingerprint"], fingerprint, f"score table {path}")
-        return cls(path, table.to_pandas(), meta)
+        return cls(path, table, meta)
+
+    @functools.cached_property
+    def df(self) -> pd.DataFrame:
+        return self.table.to_pandas()
 
     @property
     def n(self) -> int:
         return int(self.meta["n"])
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        if self._cols is None:
+            try:
+                self._cols = {c: _arrow_to_numpy(self.table.column(c)) for c in ("score", "epoch", "idx", "value")}
+            except KeyError as e:
+                raise CorruptArtifact(f"score table {self.path} has no column {e}; delete it and re-run "
+                                      "snakemake") from e
+        return self._cols
 
     def values(self, name: str, epoch: int) -> np.ndarray:
         """The run-averaged score ``name`` at ``epoch``, in example-id order."""
@@ -272,8 +324,9 @@ class ScoreTable:
         if epoch not in self.meta["epochs"]:
             raise ReuseError(f"score table {self.path} has no epoch {epoch} (has {self.meta['epochs']}); "
                              "use one of those or add the epoch to scores.epochs")
-        rows = self.df[(self.df["score"] == name) & (self.df["epoch"] == epoch)].sort_values("idx")
-        v = rows["value"].to_numpy()
+        c = self._columns()
+        rows = (c["score"] == name) & (c["epoch"] == epoch)
+        v = c["value"][rows][np.argsort(c["idx"][rows], kind="stable")]
         if len(v) != self.n:
             raise CorruptArtifact(f"score table {self.path}: {name} at epoch {epoch} has {len(v)} rows, not {self.n}")
         return v
@@ -293,6 +346,8 @@ def rank_agreement(run_npzs: list[str], *, max_subsets: int = 20, seed: int = 0)
       averaged over up to ``max_subsets`` subsets of size ``k`` (k = 1 .. R-1): how many past runs a
       score needs before adding more stops changing its ranking.
     """
+    import pandas as pd
+
     runs = [load_run_scores(p) for p in run_npzs]
     epochs = [int(e) for e in runs[0]["epochs"]]
     names = [k for k in runs[0] if k != "epochs"]

@@ -20,10 +20,10 @@ def rank_weights(difficulty: np.ndarray, strength: float) -> np.ndarray:
     """Per-example weights in ``[1 - |strength|, 1 + |strength|]`` with mean 1 (ties share a rank)."""
     if not -1 <= strength <= 1:
         raise ValueError(f"strength must lie in [-1, 1] so that weights stay >= 0, got {strength}")
-    import pandas as pd
+    from reuse.metrics import average_ranks
 
     n = len(difficulty)
-    r = (pd.Series(np.asarray(difficulty, dtype=np.float64)).rank(method="average").to_numpy() - 0.5) / n
+    r = (average_ranks(difficulty) - 0.5) / n
     return 1.0 + strength * (2.0 * r - 1.0)
 
 
