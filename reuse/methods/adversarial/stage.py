@@ -7,8 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from reuse.io import atomic_path, read_csv, read_json, sha256_file, write_json
 from reuse.methods.adversarial.attacks import MeanLogits, input_bounds, robust_eval
 from reuse.methods.adversarial.cache import AdvCache, write_adv_cache
@@ -106,6 +104,8 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     run's FLOPs (``cost_fraction_time``: the same in seconds). ``extra["robust"]``: every robust.json;
     ``extra["run_files"]``: every adversarial run's run.json; ``params["variants"]``: the variants'
     settings. Rows and files are matched by :func:`reuse.workflow.run_key`, not by path."""
+    import pandas as pd
+
     variants = params["variants"]
     robust = pd.DataFrame([{"key": run_key(Path(f).parent), "robust_acc": (r := read_json(f))["robust_acc"],
                             "robust_clean_acc": r["clean_acc"]} for f in extra["robust"]])

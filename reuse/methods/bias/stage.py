@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from reuse.errors import ReuseError
 from reuse.io import atomic_path, read_csv, read_json, sha256_file
@@ -70,6 +72,8 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     """One row per bias run: the shifted classes and shift, validation accuracy before and after the
     shift, test accuracy of the past run and of the shifted one, and the test accuracy on the shifted
     classes before and after (from the two runs' predictions)."""
+    import pandas as pd
+
     runs = pd.concat([read_csv(f) for f in runs_csvs], ignore_index=True)
     rows = []
     for _, r in runs.iterrows():
@@ -102,6 +106,7 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
 
 def charts(table: pd.DataFrame) -> list[tuple[str, Any, str]]:
     """Test accuracy on the shifted classes and overall, before and after the shift, per variant and seed."""
+    import pandas as pd
     import altair as alt
 
     if table.empty:

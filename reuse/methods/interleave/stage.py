@@ -23,10 +23,13 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 import reuse
 from reuse import metrics as M
@@ -160,6 +163,8 @@ def _ci(wide: pd.DataFrame, boot: M.Bootstrap) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     df["_o"] = [(VARIANT_ORDER.index(s), float(r) if pd.notna(r) else 0.0)
                 for s, r in zip(df["schedule"], df["rounds"])]
     return df.sort_values(["_o"] + [c for c in ("task_no", "turn") if c in df], kind="stable").drop(columns="_o")
@@ -170,6 +175,8 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     (mean, 95% bootstrap interval), forgetting (accuracy right after the task's last turn minus at
     the end), the accuracy right after the last turn, and the run's cost (steps, examples, training
     FLOPs and wall-clock)."""
+    import pandas as pd
+
     rows = []
     for r in _runs(extra["runs_json"]):
         il, cost = r["interleave"], r["cost"]
@@ -212,6 +219,8 @@ def turns_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, lis
     """The interleaving curve: per variant, turn (0: before training) and task, the test accuracy of
     the task's head after the turn (mean over seeds, 95% bootstrap interval), with the step it ends
     at and whether the task trained in it."""
+    import pandas as pd
+
     rows = []
     for r in _runs(extra["runs_json"]):
         names = [t["name"] for t in r["interleave"]["tasks"]]

@@ -7,9 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
-from scipy import stats
 from reuse.train.flops import FlopCounterMode
 
 from reuse.errors import ReuseError
@@ -134,6 +132,9 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     """Warm starts, soups and weight averaging side by side with the baseline from scratch: per
     (method, variant) the mean test accuracy over seeds with a 95% t-interval, own and reused time,
     and for soups the mean accuracy of their best ingredient (the soup's bar)."""
+    import pandas as pd
+    from scipy import stats
+
     runs = pd.concat([read_csv(f) for f in [baseline_csv, *runs_csvs]], ignore_index=True)
     runs = runs[runs["model"].isin(set(pd.concat([read_csv(f) for f in runs_csvs])["model"]))]
     best_ing = {run_key(Path(f).parent): max(x["test_acc"] for x in read_json(f)["reused"]
