@@ -107,3 +107,36 @@ def test_a_snakemake_start_imports_no_torch(tmp_path):
     assert any(n == "reuse.config" or n.startswith("reuse.") for n in names), "the importtime lines were not found"
     torch = [n for n in names if n.split(".")[0] in ("torch", "torchvision")]
     assert not torch, f"a Snakemake start imported {torch[:10]}"
+
+
+def test_a_training_job_imports_no_tables_or_statistics_packages(tmp_path):
+    """A reuse method's training job imports its stage module and reads its inputs; pandas, scipy and
+    altair cost 0.2-0.5 s each per job (the fork server preloads torch, not these), so only the studies and
+    the report import them, where they are used. Checked here: every registered method's stage module,
+    and a score table opened and looked up as the score-based methods do."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = pd.DataFrame({"idx": np.arange(6) % 3, "score": pd.Categorical(["el2n"] * 3 + ["loss"] * 3),
+                       "epoch": np.full(6, 2), "value": np.arange(6.0)[::-1], "std": 0.0, "n_runs": 1})
+    t = pa.Table.from_pandas(df, preserve_index=False)
+    meta = b'{"n": 3, "scores": ["el2n", "loss"], "epochs": [2]}'
+    pq.write_table(t.replace_schema_metadata({**t.schema.metadata, b"reuse": meta}), tmp_path / "scores.parquet")
+    code = textwrap.dedent("""
+        import importlib, sys
+        import yaml
+        from reuse.methods.registry import methods
+        from reuse.config import validate_config
+        cfg = validate_config(yaml.safe_load(open("config.yaml")))
+        for m in methods(cfg):
+            importlib.import_module(m.stage.split(":")[0])
+        from reuse.scores import ScoreTable
+        v = ScoreTable.open(sys.argv[1] + "/scores.parquet").values("loss", 2)
+        assert v.tolist() == [2.0, 1.0, 0.0], v
+        print(*[m for m in ("pandas", "scipy", "altair") if m in sys.modules])
+    """)
+    r = fresh(code, str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == [], f"imported: {r.stdout.split()}"

@@ -106,3 +106,19 @@ def test_pareto_front_on_a_hand_made_table():
     acc = [0.5, 0.7, 0.69, 0.8, 0.8, 0.7, 0.99]
     # a: cheapest; b/f tie (neither dominates the other); c dominated by b; d best under 4; e dominated by d
     assert M.pareto_front(cost, acc).tolist() == [True, True, False, True, False, True, False]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_average_ranks_are_pandas_ranks(seed):
+    """reuse.metrics.average_ranks (the loss re-weighting's ranks, without pandas) equals pandas'
+    rank(method="average") bit for bit, ties included; NaN is refused."""
+    import pandas as pd
+
+    from reuse.metrics import average_ranks
+
+    rng = np.random.default_rng(seed)
+    for n in (0, 1, 2, 17, 300):
+        x = rng.integers(0, 1 + seed * 3, n).astype(float) if seed % 2 else rng.normal(size=n)
+        assert np.array_equal(average_ranks(x), pd.Series(x).rank(method="average").to_numpy())
+    with pytest.raises(ValueError, match="NaN"):
+        average_ranks(np.array([1.0, np.nan]))
