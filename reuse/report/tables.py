@@ -25,7 +25,7 @@ BASELINE = "baseline"
 # the whole sequences are placed there instead (:func:`sequence_points`).
 SEQUENCE_STEP = "sequence step"
 # The role of an aggregate of a method whose test accuracy answers another question than the dataset's
-# whole task (``Method.on_frontier`` false: interleaving's task-aware accuracies, transfer's target task):
+# whole task (``Method.on_frontier`` false: task-aware accuracies of class groups, a target task's):
 # not comparable with the baselines, so on no frontier and in no recommendation.
 OTHER_QUESTION = "another question"
 # Metrics aggregated over seeds with mean, std and a bootstrap interval.
