@@ -114,25 +114,25 @@ def _read_csv(path: Path, columns: list[str] | None, name: str):
 
 def _read_jsonl(path: Path, name: str):
     records, lines = [], []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise DataError(f"dataset '{name}' (text): {path} line {line} is not UTF-8 text (byte {e.start}); the "
-                        "file needs one JSON object per line, in UTF-8") from e
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"dataset '{name}' (text): {path} line {n} is not valid JSON ({e.msg} at "
-                            f"column {e.colno}); the file needs one JSON object per line") from e
-        if not isinstance(rec, dict):
-            raise DataError(f"dataset '{name}' (text): {path} line {n} is a JSON {type(rec).__name__}, "
-                            "not an object with the text and label fields")
-        records.append(rec)
-        lines.append(n)
+    with open(path, "rb") as fh:  # streamed, and decoded per line so that a bad byte is found by its line
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"dataset '{name}' (text): {path} line {n} is not UTF-8 text ({e.reason} at byte "
+                                f"{e.start} of the line); the file needs one JSON object per line, in UTF-8") from e
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"dataset '{name}' (text): {path} line {n} is not valid JSON ({e.msg} at "
+                                f"column {e.colno}); the file needs one JSON object per line") from e
+            if not isinstance(rec, dict):
+                raise DataError(f"dataset '{name}' (text): {path} line {n} is a JSON {type(rec).__name__}, "
+                                "not an object with the text and label fields")
+            records.append(rec)
+            lines.append(n)
     return records, None, lambda i: f" (line {lines[i]})"
 
 
