@@ -280,7 +280,6 @@ class ScoreTable:
 
     def __init__(self, path: Path, table: Any, meta: dict[str, Any]):
         self.path, self.table, self.meta = path, table, meta
-        self._cols: dict[str, np.ndarray] | None = None
 
     @classmethod
     def open(cls, path: str | Path, fingerprint: dict | None = None) -> "ScoreTable":
@@ -307,14 +306,13 @@ class ScoreTable:
     def n(self) -> int:
         return int(self.meta["n"])
 
+    @functools.cached_property
     def _columns(self) -> dict[str, np.ndarray]:
-        if self._cols is None:
-            try:
-                self._cols = {c: _arrow_to_numpy(self.table.column(c)) for c in ("score", "epoch", "idx", "value")}
-            except KeyError as e:
-                raise CorruptArtifact(f"score table {self.path} has no column {e}; delete it and re-run "
-                                      "snakemake") from e
-        return self._cols
+        """The columns :meth:`values` looks up, as numpy arrays (read once)."""
+        try:
+            return {c: _arrow_to_numpy(self.table.column(c)) for c in ("score", "epoch", "idx", "value")}
+        except KeyError as e:
+            raise CorruptArtifact(f"score table {self.path} has no column {e}; delete it and re-run snakemake") from e
 
     def values(self, name: str, epoch: int) -> np.ndarray:
         """The run-averaged score ``name`` at ``epoch``, in example-id order."""
@@ -324,7 +322,7 @@ class ScoreTable:
         if epoch not in self.meta["epochs"]:
             raise ReuseError(f"score table {self.path} has no epoch {epoch} (has {self.meta['epochs']}); "
                              "use one of those or add the epoch to scores.epochs")
-        c = self._columns()
+        c = self._columns
         rows = (c["score"] == name) & (c["epoch"] == epoch)
         v = c["value"][rows][np.argsort(c["idx"][rows], kind="stable")]
         if len(v) != self.n:
