@@ -110,30 +110,22 @@ def collect() -> dict:
     """What the fault tests cover, read from their case lists: per source (``tiny``: the tiny config's
     cases, ``other``: test_other_methods.py), per stage, the (artifact) or (artifact, fault) cases."""
     from reuse.config import validate_config
-    from tests.faults import test_bad_inputs, test_disk_full, test_kill
+    from tests.faults import test_bad_inputs, test_disk_full, test_kill, test_other_methods
     from tests.faults.kill_fixtures import kill_config
 
-    other = _other_cases()
+    other = test_other_methods.TABLE  # {"disk": [(stage, artifact)], "bad": [(stage, artifact, fault)], "kill": [stage]}
     c = {k: defaultdict(list) for k in ("disk_tiny", "bad_tiny", "disk_other", "bad_other")}
     for stage, art, *_ in test_disk_full.CASES:
         c["disk_tiny"][stage].append(art)
     for stage, art, _fn, _rel, faults in test_bad_inputs.CASES:
         c["bad_tiny"][stage] += [(art, f) for f in faults]
-    for stage, art in other.get("disk", []):
+    for stage, art in other["disk"]:
         c["disk_other"][stage].append(art)
-    for stage, art, fault in other.get("bad", []):
+    for stage, art, fault in other["bad"]:
         c["bad_other"][stage].append((art, fault))
     c["kill"] = set(test_kill.stages(validate_config(kill_config())))
-    c["kill_other"] = set(other.get("kill", []))
+    c["kill_other"] = set(other["kill"])
     return c
-
-
-def _other_cases() -> dict:
-    """The cases of tests/faults/test_other_methods.py (the methods the tiny config runs no job of):
-    its ``TABLE``, ``{"disk": [(stage, artifact)], "bad": [(stage, artifact, fault)], "kill": [stage]}``."""
-    from tests.faults import test_other_methods
-
-    return test_other_methods.TABLE
 
 
 SHORT = {KILL: "K", DISK: "D", BAD: "B", OTHER: "O"}
