@@ -31,7 +31,7 @@ from reuse.report.html import Page, links, table_html
 from reuse.report.layout import (AXES, FIGURE_KINDS, expected_outputs, figure_formats, figure_name,  # noqa: F401
                                  method_page, scores_page)
 from reuse.report.tables import (BASELINE, SEQ_MEASURES, add_roles, add_run_columns, aggregate, fmt_ci, fmt_cost,
-                                 is_sequence_step, recommend, sequence_curve, sequence_points, sequence_recommendation,
+                                 is_sequence_step, off_frontier, recommend, sequence_curve, sequence_points, sequence_recommendation,
                                  sequence_tables, step_word, summary_table, target_name)
 
 log = logging.getLogger("reuse.report")
@@ -419,6 +419,16 @@ class _Context:
             if len(miss):
                 p.h("Not on the chart: no finished run", 3)
                 p.table(miss, {"label": "run", "n_of": "seeds", "missing_seeds": "missing seeds"})
+            other = a[(a["n"] > 0) & off_frontier(a) & ~is_sequence_step(a)]
+            if len(other):
+                p.h("Not on the chart: accuracy of another question", 3)
+                p.p("These methods' test accuracy is not of this dataset's whole task (task-aware accuracies of "
+                    "class groups, or a target task's), so it cannot be compared with the baselines here; "
+                    "each method's page has its own comparison.")
+                d = other.copy()
+                d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(d["test_acc_lo"], d["test_acc_hi"])]
+                p.table(d, {"label": "run", "n_of": "seeds", "test_acc": "accuracy (its own task)", "acc_ci": "95% CI"},
+                        formats={"test_acc": "pct"})
         return p
 
     def recommendations(self) -> Page:
