@@ -357,7 +357,7 @@ def test_the_studies_and_their_charts(cfg, results, tmp_path):
     m = get("interleave", cfg)
     extra = m.runs_json(cfg, "d")
     extra = {k: [str(results / f) for f in v] for k, v in extra.items()}
-    params = {"bootstrap": {"resamples": 200, "confidence": 0.95, "method": "percentile", "seed": 0}}
+    params = {"confidence": 0.95}
     study(runs_csvs=[], baseline_csv="", extra=extra, params=params, out_csv=str(tmp_path / "s.csv"))
     turns_study(runs_csvs=[], baseline_csv="", extra=extra, params=params, out_csv=str(tmp_path / "t.csv"))
     s, t = pd.read_csv(tmp_path / "s.csv"), pd.read_csv(tmp_path / "t.csv")
@@ -409,7 +409,7 @@ def test_a_bad_block_is_one_clear_error_before_any_job(tmp_path):
 def test_a_tiny_workflow_run(tmp_path):
     """The variants' runs and both studies through Snakemake (2 cores), then a dry run has nothing left to do."""
     cfg = {**copy.deepcopy(CONFIG), "results": "results", "device": "cpu", "models": {"c": CONFIG["models"]["c"]},
-           "report": {"figures": [], "bootstrap": {"resamples": 200}}}
+           "report": {"figures": []}}
     cfg["interleave"]["seeds"] = [0]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     targets = ["results/d/studies/interleave.csv", "results/d/studies/interleave_turns.csv"]

@@ -37,7 +37,7 @@ def study_charts(table: pd.DataFrame) -> list[tuple[str, alt.TopLevelMixin, str]
     ).properties(width=WIDTH, height=280)
     charts = [("Accuracy per task and variant", per_task,
                "Each point: the test accuracy of a task's head (among its task's classes) at the end of the run, "
-               "mean over seeds with its 95% bootstrap interval; 'mean': the mean over the tasks.")]
+               "mean over seeds with its 95% t-interval; 'mean': the mean over the tasks.")]
     m = d[d["task"] == "mean"]
     sweep, ref = m[m["schedule"].isin(["blocked", "interleaved"])], m[m["schedule"].isin(["joint", "independent"])]
     for what, title, fmt in (("acc", "mean test accuracy", "Accuracy"), ("forgetting", "mean forgetting",
@@ -57,7 +57,7 @@ def study_charts(table: pd.DataFrame) -> list[tuple[str, alt.TopLevelMixin, str]
                 y=f"{what}_mean:Q", color=alt.Color("variant:N", title="at the same steps"),
                 tooltip=["variant:N", alt.Tooltip(f"{what}_mean:Q", format=".2%")]))
         charts.append((f"{fmt} against the number of rounds", alt.layer(*layers).properties(width=WIDTH, height=260),
-                       f"The {title} over the tasks for each R (95% bootstrap interval over seeds); dashed: joint and "
+                       f"The {title} over the tasks for each R (95% t-interval over seeds); dashed: joint and "
                        "independent training at the same number of steps. Forgetting: a task's accuracy right after "
                        "its last turn minus at the end of the run."))
     cost = alt.Chart(m).mark_bar().encode(
@@ -92,6 +92,6 @@ def turn_charts(table: pd.DataFrame) -> list[tuple[str, alt.TopLevelMixin, str]]
     chart = alt.layer(band, line, data=d).properties(width=260, height=180).facet(
         facet=alt.Facet("label:N", sort=order, title=None), columns=3)
     return [("The interleaving curve", chart,
-             "Each task's test accuracy after every turn (mean over seeds, band: 95% bootstrap interval; step 0: "
+             "Each task's test accuracy after every turn (mean over seeds, band: 95% t-interval; step 0: "
              "before training). A task's accuracy rises in its own turns and falls in the others' as the shared "
              "encoder moves away from its head: the drop is its forgetting.")]

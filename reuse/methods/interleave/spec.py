@@ -108,7 +108,7 @@ class Interleave(Method):
 
 
 def _study_params(config: dict) -> dict:
-    return {"bootstrap": config["report"]["bootstrap"]}
+    return {"confidence": config["report"]["confidence"]}
 
 
 INTERLEAVE = register(Interleave())

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 import reuse
 from reuse import metrics as M
+from reuse import stats as S
 from reuse.errors import ReuseError
 from reuse.io import atomic_path, read_json, save_npz, sha256_file, write_json, write_jsonl
 from reuse.methods.interleave.interleave import InterleavedRun, build_net, make_tasks
@@ -105,6 +106,7 @@ def train(job: Job) -> None:
         # the run's length in epochs of the tasks' training examples (its steps are `steps`)
         "recipe": {**recipe, "epochs": p["steps"] * recipe["batch_size"] / sum(len(t.train_ids) for t in tasks)},
         "fingerprint": data.train.fingerprint,
+        "budget": 1.0 if job.budget is None else float(job.budget),
         "final": {"test_acc": test_acc, "test_loss": float(np.mean(final["loss"])),
                   "test_nll": M.nll(logits.astype(np.float64), target),
                   "test_ece": M.ece(logits.astype(np.float64), target, M.ECE_BINS), "ece_bins": M.ECE_BINS,
@@ -150,16 +152,16 @@ def _runs(files: list[str]) -> list[dict]:
     return [read_json(f) for f in files]
 
 
-def _boot(params: dict) -> M.Bootstrap:
-    return M.Bootstrap(**params.get("bootstrap", {}))
+def _confidence(params: dict) -> float:
+    return float(params.get("confidence", 0.95))
 
 
-def _ci(wide: pd.DataFrame, boot: M.Bootstrap) -> tuple[np.ndarray, np.ndarray]:
-    """The bootstrap interval of each column's mean over the rows (seeds); NaN with one seed."""
+def _ci(wide: pd.DataFrame, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The Student-t interval of each column's mean over the rows (seeds); NaN with one seed."""
     x = wide.to_numpy(dtype=np.float64)
     if x.shape[0] < 2:
         return np.full(x.shape[1], np.nan), np.full(x.shape[1], np.nan)
-    return M.bootstrap_ci(x, boot)
+    return S.mean_ci(x, confidence)
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
@@ -172,7 +174,7 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 
 def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]], params: dict, out_csv: str) -> None:
     """Per variant and task (and ``mean``, the mean over tasks), over the seeds: final test accuracy
-    (mean, 95% bootstrap interval), forgetting (accuracy right after the task's last turn minus at
+    (mean, 95% t-interval), forgetting (accuracy right after the task's last turn minus at
     the end), the accuracy right after the last turn, and the run's cost (steps, examples, training
     FLOPs and wall-clock)."""
     import pandas as pd
@@ -192,7 +194,7 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
                      "acc_after_last_turn": float(np.mean([t["acc_after_last_turn"] for t in il["tasks"]]))})
     df = pd.DataFrame(rows)
     keys = ["dataset", "model", "method", "variant", "schedule", "rounds", "task", "task_no"]
-    boot = _boot(params)
+    confidence = _confidence(params)
     out = df.groupby(keys, dropna=False).agg(
         n=("seed", "count"), acc_mean=("acc", "mean"), acc_std=("acc", "std"),
         forgetting_mean=("forgetting", "mean"), acc_after_last_turn=("acc_after_last_turn", "mean"),
@@ -200,7 +202,7 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
         train_flops=("train_flops", "mean"), train_time_s=("train_time_s", "mean")).reset_index()
     for what in ("acc", "forgetting"):
         wide = df.pivot_table(index="seed", columns=["variant", "task"], values=what, dropna=False)
-        lo, hi = _ci(wide, boot)
+        lo, hi = _ci(wide, confidence)
         ci = {c: (a, b) for c, a, b in zip(wide.columns, lo, hi)}
         out[f"{what}_lo"] = [ci.get((v, t), (np.nan, np.nan))[0] for v, t in zip(out["variant"], out["task"])]
         out[f"{what}_hi"] = [ci.get((v, t), (np.nan, np.nan))[1] for v, t in zip(out["variant"], out["task"])]
@@ -217,7 +219,7 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
 def turns_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]], params: dict,
                 out_csv: str) -> None:
     """The interleaving curve: per variant, turn (0: before training) and task, the test accuracy of
-    the task's head after the turn (mean over seeds, 95% bootstrap interval), with the step it ends
+    the task's head after the turn (mean over seeds, 95% t-interval), with the step it ends
     at and whether the task trained in it."""
     import pandas as pd
 
@@ -238,7 +240,7 @@ def turns_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, lis
     out = df.groupby(keys, dropna=False).agg(n=("seed", "count"), step=("step", "first"), trained=("trained", "first"),
                                              acc_mean=("acc", "mean")).reset_index()
     wide = df.pivot_table(index="seed", columns=["variant", "turn", "task"], values="acc", dropna=False)
-    lo, hi = _ci(wide, _boot(params))
+    lo, hi = _ci(wide, _confidence(params))
     ci = {c: (a, b) for c, a, b in zip(wide.columns, lo, hi)}
     out["acc_lo"] = [ci.get(c, (np.nan, np.nan))[0] for c in zip(out["variant"], out["turn"], out["task"])]
     out["acc_hi"] = [ci.get(c, (np.nan, np.nan))[1] for c in zip(out["variant"], out["turn"], out["task"])]
