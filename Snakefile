@@ -10,6 +10,10 @@
 #       state/                                        resume state while training (removed when done)
 #       example_stats.npz                             per-epoch correctness and loss of every example
 #       scores.npz, scores.json                       the run's difficulty scores     (rules/scores.smk)
+#   R/{dataset}/{model}/baseline/b{budget}/s{seed}/   the baseline at another budget of baseline.budgets
+#                                                     (b0.25, b0.5, b2: multiples of the recipe's epochs;
+#                                                     network models): ckpt/last.pt, metrics.jsonl,
+#                                                     run.json, predictions.npz    (rules/baseline.smk)
 #   R/{dataset}/scores.parquet, scores.json           scores averaged over past runs  (rules/scores.smk)
 #   R/{dataset}/{model}/{method}/{variant}/s{seed}/   one run of a registered method (rules/methods.smk):
 #                                                     kd, prune, curriculum, reweight, adv, warm, soup,

@@ -32,8 +32,8 @@ from reuse.methods import registry
 from reuse.methods.registry import expected_runs
 from reuse.models import check_arch
 from reuse.models.gbdt import config_problems as tree_problems
-from reuse.plan import (checkpoint_epochs, deep_merge, expose_checkout, late_milestones, no_model, recipe_for, runs,
-                        score_datasets, score_epochs, score_seeds, unknown)
+from reuse.plan import (budget_variant, checkpoint_epochs, deep_merge, expose_checkout, late_milestones, no_model,
+                        recipe_for, runs, score_datasets, score_epochs, score_seeds, unknown)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "rules" / "schemas" / "config.schema.yaml"
 
@@ -54,7 +54,7 @@ def load_schema(path: str | Path | None = None, plugins: list[str] | tuple[str, 
                     raise ConfigError(f"method '{m.name}' ({m.folder / m.schema_file}): {kind} '{key}' is already "
                                       "defined by the shared schema or another method; rename it")
                 schema[kind][key] = sub
-    return schema
+    return registry.with_comparator(schema)
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -176,9 +176,11 @@ def _semantic_problems(config: dict) -> list[str]:
         if late:
             problems.append(f"{where}.checkpoint_epochs: {late} lie beyond epochs={r['epochs']}")
         problems += late_milestones(where, r)
+    problems += _budget_problems(config)
     problems += _score_problems(config)
     for method in registry.methods(config):
         problems += method.problems(config)
+    problems += registry.comparator_problems(config)
     problems += text_problems(config)
     problems += tabular_problems(config)
     problems += tree_problems(config, registry.methods(config))
@@ -207,6 +209,22 @@ def _input_problems(config: dict) -> list[str]:
                 key, why = change
                 problems.append(f"{method.name}.variants.{name}{'.' + key if key else ''}: {why}, which the token "
                                 f"ids of text dataset '{ds}' are not; {method.input_fix}")
+    return problems
+
+
+def _budget_problems(config: dict) -> list[str]:
+    """``baseline.budgets``: the budget curve holds the baseline run itself (1), and no two budgets
+    share a folder name (``b<budget>``)."""
+    budgets = config["baseline"]["budgets"]
+    problems = []
+    if not any(float(b) == 1 for b in budgets):
+        problems.append(f"baseline.budgets: {budgets} lacks 1, the baseline runs themselves (the other budgets "
+                        f"are multiples of their epochs); write budgets: {sorted([1, *budgets])}")
+    names = [budget_variant(b) for b in budgets]
+    same = sorted({n for n in names if names.count(n) > 1})
+    if same:
+        problems.append(f"baseline.budgets: {budgets} has budgets that share a run folder ({', '.join(same)}); "
+                        "drop the duplicates")
     return problems
 
 

@@ -75,6 +75,53 @@ def baseline_seeds(config: dict) -> list[int]:
     return list(config["baseline"]["seeds"])
 
 
+def budget_variant(budget: float) -> str:
+    """The name of a baseline run trained at ``budget`` times its recipe's epochs, the folder between
+    ``baseline`` and ``s<seed>`` and its run.json's ``variant``: ``b0.25``, ``b0.5``, ``b2``. The run at
+    budget 1 is the plain baseline run (no budget folder, variant null)."""
+    return f"b{float(budget):g}"
+
+
+def baseline_budgets(config: dict) -> list[float]:
+    """The budgets of the baseline's budget curve (``baseline.budgets``: multiples of a model's recipe
+    epochs), 1 among them."""
+    return [float(b) for b in config["baseline"].get("budgets", [1])]
+
+
+def budget_variants(config: dict) -> dict[str, float]:
+    """The extra baseline runs of the budget curve by name: every budget but 1, ``{"b0.5": 0.5, ...}``."""
+    return {budget_variant(b): b for b in baseline_budgets(config) if b != 1}
+
+
+def budget_runs(config: dict) -> Iterator[tuple[str, str]]:
+    """The (dataset, model) pairs that get a budget curve: those that train baselines, but tree models
+    (their "epochs" are boosting rounds, and they train in one job that cannot be cut short)."""
+    for ds, model in runs(config):
+        if not is_tree(config, model):
+            yield ds, model
+
+
+def budget_run_recipe(config: dict, model: str, budget: float) -> dict:
+    """The recipe of ``model``'s baseline run at ``budget``: :func:`budget_recipe` of its recipe, with
+    only the final checkpoint kept and no per-example statistics (a budget run is only compared with,
+    never reused)."""
+    return {**budget_recipe(recipe_for(config, model), budget), "example_stats": False}
+
+
+def variant_budget(config: dict, model: str, variant: dict | None) -> float:
+    """The budget of a run of a method variant, in multiples of its model's recipe epochs: the variant's
+    own ``budget`` where its method has one; else, where its ``train`` block sets ``epochs``, those over
+    the model's recipe epochs; else 1. (What the run's own training costs nominally; what it reused is
+    charged apart.)"""
+    v = variant or {}
+    if v.get("budget") is not None:
+        return float(v["budget"])
+    epochs = (v.get("train") or {}).get("epochs") if isinstance(v.get("train"), dict) else None
+    if epochs is not None and model in config["models"]:
+        return float(epochs) / float(recipe_for(config, model)["epochs"])
+    return 1.0
+
+
 def block_seeds(config: dict, block: str) -> list[int]:
     """A method block's ``seeds``, or the baseline seeds where it has none (or null)."""
     seeds = (config.get(block) or {}).get("seeds")
@@ -91,9 +138,11 @@ def cyclic_from(seeds: list[int], seed: int, n: int, skip_own: bool = True) -> l
 
 def run_path(dataset: str, model: str, method: str = BASELINE, variant: str | None = None,
              seed: int | str = "{seed}") -> str:
-    """A run's folder relative to the results folder: ``<dataset>/<model>/baseline/s<seed>`` or
-    ``<dataset>/<model>/<method>/<variant>/s<seed>``. ``seed`` may be a wildcard pattern."""
-    if method == BASELINE:
+    """A run's folder relative to the results folder: ``<dataset>/<model>/baseline/s<seed>`` (the
+    baseline run), ``<dataset>/<model>/baseline/b<budget>/s<seed>`` (a baseline run of the budget curve,
+    ``variant`` from :func:`budget_variant`) or ``<dataset>/<model>/<method>/<variant>/s<seed>``.
+    ``seed`` may be a wildcard pattern."""
+    if method == BASELINE and not variant:
         return f"{dataset}/{model}/{BASELINE}/s{seed}"
     return f"{dataset}/{model}/{method}/{variant}/s{seed}"
 

@@ -134,6 +134,9 @@ class Job:
     outputs: dict[str, Any]
     device_name: str = "auto"
     progress: str = "auto"
+    #: the run's budget in multiples of its model's recipe epochs (:meth:`Method.budget`); None: the
+    #: variant's ``budget``, else 1
+    budget: float | None = None
     _data: Any = dataclasses.field(default=None, repr=False)
 
     @property
@@ -157,7 +160,7 @@ class Job:
                       seed=self.seed if seed is None else seed, device=self.device, outputs=self.outputs,
                       progress=self.progress, method=self.method, variant=self.variant, algorithms=algorithms,
                       reused=reused, method_cfg=self.cfg if method_cfg is None else method_cfg, init=init,
-                      init_id=init_id, initial_cost=initial_cost, finish=finish)
+                      init_id=init_id, initial_cost=initial_cost, finish=finish, budget=self.budget)
 
     @classmethod
     def from_rule(cls, sm: Any) -> "Job":
@@ -172,7 +175,19 @@ class Job:
                             "predictions": sm.output.predictions,
                             "example_stats": sm.output.example_stats[0] if sm.output.example_stats else None,
                             "extra": [str(f) for f in sm.output.extra]},
-                   device_name=sm.params.device, progress=sm.params.progress)
+                   device_name=sm.params.device, progress=sm.params.progress,
+                   budget=_job_budget(sm))
+
+
+def _job_budget(sm: Any) -> float | None:
+    """The budget of a method run (:meth:`reuse.methods.registry.Method.budget`), planned from the
+    workflow config the job's Snakemake object carries; None where it carries none."""
+    config = getattr(sm, "config", None)
+    if not isinstance(config, dict) or "models" not in config:
+        return None
+    from reuse.methods import registry
+
+    return registry.get(sm.params.method, config).budget(config, sm.params.variant)
 
 
 def train_method(snakemake: Any) -> None:
@@ -198,11 +213,14 @@ def rule_prepare_data(snakemake: Any) -> None:
 
 
 def rule_train_baseline(snakemake: Any) -> None:
+    """A baseline run (``rules/baseline.smk``): the run at budget 1, or, where the rule's params name
+    one (``variant``, ``budget``), a run of the budget curve, whose one checkpoint is ``last``."""
     run_rule(snakemake, lambda sm: train_baseline(
         nproc=int(sm.params.nproc), log_path=sm.log[0] if len(sm.log) else None, threads=sm.threads,
         data_dir=str(Path(sm.input.npz).parent), model_name=sm.params.model, model_cfg=dict(sm.params.model_cfg),
         recipe=dict(sm.params.recipe), seed=int(sm.wildcards.seed), device=sm.params.device,
-        progress=sm.params.progress,
+        progress=sm.params.progress, variant=getattr(sm.params, "variant", None),
+        budget=getattr(sm.params, "budget", None),
         outputs={"ckpts": dict(zip(sm.params.epochs, sm.output.ckpts)), "metrics": sm.output.metrics,
                  "run": sm.output.run, "predictions": sm.output.predictions,
                  "example_stats": sm.output.example_stats[0] if sm.output.example_stats else None}))
@@ -265,8 +283,10 @@ def prepare_data(name: str, spec: dict, out_npz: str, out_json: str) -> None:
 
 
 def train_run(*, data_dir: str, model_name: str, model_cfg: dict, recipe: dict, seed: int, device: str,
-              outputs: dict[str, Any], progress: str = "auto") -> None:
-    """Train one baseline run and write its declared outputs (see :func:`fit_and_write`).
+              outputs: dict[str, Any], progress: str = "auto", variant: str | None = None,
+              budget: float | None = None) -> None:
+    """Train one baseline run and write its declared outputs (see :func:`fit_and_write`); ``variant``
+    and ``budget`` name a run of the baseline's budget curve (:func:`reuse.plan.budget_variant`).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1: ``python -m reuse train-run SPEC.json``) every process
     calls this: they join one process group and train the run data-parallel, and only rank 0 writes.
@@ -275,7 +295,8 @@ def train_run(*, data_dir: str, model_name: str, model_cfg: dict, recipe: dict, 
     done = False
     try:
         fit_and_write(data=rdata.load(data_dir), model_name=model_name, model_cfg=model_cfg, recipe=recipe,
-                      seed=seed, device=dev, outputs=outputs, progress=progress)
+                      seed=seed, device=dev, outputs=outputs, progress=progress, variant=variant,
+                      budget=1.0 if budget is None else float(budget))
         done = True
     finally:
         distributed.teardown(barrier=done)
@@ -295,7 +316,7 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
                   outputs: dict[str, Any], progress: str = "auto", method: str = "baseline", variant: str | None = None,
                   algorithms: list[Algorithm] = (), reused: list[dict] = (), method_cfg: dict | None = None,
                   init: dict | None = None, init_id: str | None = None, initial_cost: dict | None = None,
-                  finish: Callable[[Trainer], dict] | None = None) -> None:
+                  finish: Callable[[Trainer], dict] | None = None, budget: float | None = None) -> None:
     """Train one run with ``algorithms`` and write its declared outputs.
 
     ``outputs``: ``ckpts`` ({epoch: path}), ``metrics``, ``run`` (run.json), ``predictions`` and,
@@ -313,7 +334,14 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
     ``finish(trainer)``: called once training is done (also when a rerun finds it done), before
     any output is written; it writes the method's own files (``outputs["extra"]``) and returns
     fields added to run.json. A run an algorithm stopped early records why in run.json's ``stopped``.
+
+    ``budget``: the run's budget in multiples of its model's recipe epochs, run.json's ``budget``
+    (default: ``method_cfg``'s ``budget`` if it has one, else 1). Where the data have a validation
+    split (``holdout``), the final model is evaluated on it too: run.json's ``final.val_acc`` and
+    ``final.val_loss``, its cost added to the evaluation cost (never the training cost).
     """
+    if budget is None:
+        budget = float((method_cfg or {}).get("budget", 1.0)) if isinstance(method_cfg, dict) else 1.0
     run_dir = Path(outputs["run"]).parent
     state_dir = run_dir / "state"
     spec = {"arch": model_cfg["arch"], "args": model_cfg.get("args", {}), "input_shape": list(data.input_shape),
@@ -334,6 +362,7 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
 
     pred = evaluate(state.model, data.test, recipe.get("eval_batch_size", 1024), device, keep_logits=True,
                     shard=trainer.shard)
+    val = evaluate_val(state.model, data, recipe, device, shard=trainer.shard)
     if not distributed.is_main():
         return  # under data parallelism rank 0 writes the run's outputs
     save_npz(outputs["predictions"], idx=np.arange(len(data.test)), target=data.test.y.numpy(), logits=pred["logits"].numpy())
@@ -358,16 +387,43 @@ def fit_and_write(*, data, model_name: str, model_cfg: dict, recipe: dict, seed:
         "arch": spec["arch"],
         "args": spec["args"], "num_parameters": n_params, "recipe": recipe,
         "fingerprint": data.train.fingerprint,
-        "final": {"test_acc": pred["acc"], "test_loss": pred["loss"], **_calibration(pred["logits"], data.test.y)},
+        "budget": float(budget),
+        "final": {"test_acc": pred["acc"], "test_loss": pred["loss"], **_calibration(pred["logits"], data.test.y),
+                  **val_fields(val)},
         "best_test_acc": max(m.get("test_acc", 0.0) for m in state.metrics),
-        "cost": {k: last[k] for k in ("train_time_s", "eval_time_s", "train_flops", "eval_flops", "examples_seen",
-                                      "step")},
+        "cost": with_val_cost({k: last[k] for k in ("train_time_s", "eval_time_s", "train_flops", "eval_flops",
+                                                    "examples_seen", "step")}, val),
         "reused": list(reused), "checkpoints": ckpt_files, "device": str(device), "threads": torch.get_num_threads(),
         "processes": distributed.world_size(),
         "versions": {"reuse": reuse.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "stopped": state.extra.get("stop"), "started": started, "finished": time.time(), **more})
     shutil.rmtree(state_dir)
     log.info("finished: test accuracy %.4f, %.1fs training", pred["acc"], last["train_time_s"])
+
+
+def evaluate_val(model: torch.nn.Module, data, recipe: dict, device: torch.device,
+                 shard: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """The final model's loss and accuracy on the dataset's validation split (the ``holdout`` examples
+    taken out of training), with what evaluating it cost (``time_s``, ``flops``); None without one.
+    Under data parallelism every process calls it (as :func:`reuse.train.evaluate`)."""
+    if getattr(data, "val", None) is None or len(data.val) == 0:
+        return None
+    t = time.perf_counter()
+    fl: dict[str, int] = {}
+    ev = evaluate(model, data.val, recipe.get("eval_batch_size", 1024), device, flops=fl, shard=shard)
+    return {"acc": ev["acc"], "loss": ev["loss"], "time_s": time.perf_counter() - t, "flops": fl.get("eval_flops", 0)}
+
+
+def val_fields(val: dict[str, Any] | None) -> dict[str, float]:
+    """run.json's ``final`` fields of a validation evaluation (:func:`evaluate_val`): none without one."""
+    return {} if val is None else {"val_acc": val["acc"], "val_loss": val["loss"]}
+
+
+def with_val_cost(cost: dict[str, Any], val: dict[str, Any] | None) -> dict[str, Any]:
+    """``cost`` with a validation evaluation's time and FLOPs added to its evaluation cost."""
+    if val is None:
+        return cost
+    return {**cost, "eval_time_s": cost["eval_time_s"] + val["time_s"], "eval_flops": cost["eval_flops"] + val["flops"]}
 
 
 def _calibration(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
@@ -419,8 +475,8 @@ def logit_cache(*, data_dir: str, checkpoints: list[str], out_dirs: list[str], c
 
 
 def summarize(run_files: list[str], out_csv: str) -> None:
-    """One row per finished run (dataset, model, method, variant, seed, accuracy, own cost, reused
-    cost) as CSV."""
+    """One row per finished run (dataset, model, method, variant, seed, test and validation accuracy,
+    budget, own cost, reused cost) as CSV."""
     import pandas as pd
 
     rows = []
@@ -430,7 +486,9 @@ def summarize(run_files: list[str], out_csv: str) -> None:
         rows.append({"dataset": r["dataset"], "model": r["model"], "method": r["method"],
                      "variant": r.get("variant") or "", "seed": r["seed"], "arch": r["arch"],
                      "params": r["num_parameters"], "test_acc": r["final"]["test_acc"],
-                     "test_loss": r["final"]["test_loss"], "best_test_acc": r["best_test_acc"],
+                     "test_loss": r["final"]["test_loss"], "val_acc": r["final"].get("val_acc"),
+                     "val_loss": r["final"].get("val_loss"), "budget": r.get("budget"),
+                     "best_test_acc": r["best_test_acc"],
                      "epochs": r["recipe"]["epochs"], **r["cost"],
                      "reused_time_s": sum(x["time_s"] for x in reused), "reused_flops": sum(x["flops"] for x in reused),
                      "reused_cache_bytes": sum(x.get("bytes", 0) for x in reused), "run": str(Path(f).parent),

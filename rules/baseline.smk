@@ -1,8 +1,11 @@
-# Baseline runs: every dataset x model x seed, their checkpoints, metrics, predictions and logit caches.
+# Baseline runs: every dataset x model x seed, their checkpoints, metrics, predictions and logit caches;
+# and the baseline's budget curve: the same recipe at every other budget of `baseline.budgets`.
 #
 # Checkpoint epochs may differ per model (a model's `train` block can override them), and Snakemake
 # outputs cannot depend on wildcards, so there is one training rule per (dataset, model) pair.
 # Gradient-boosted tree models (arch gbdt, reuse/models/gbdt.py) have their own two rules below.
+import re
+
 
 for _ds, _model in [(d, m) for d, m in RUNS if not is_tree(config, m)]:
 
@@ -59,6 +62,46 @@ for _ds, _model in [(d, m) for d, m in RUNS if not is_tree(config, m)]:
             "scripts/logit_cache.py"
 
 
+# The budget curve: per (dataset, network model), one rule whose jobs are budget x seed. A run at budget
+# b trains the model's recipe cut (or stretched) to ceil(b * epochs) epochs with its schedule rescaled
+# (reuse.plan.budget_run_recipe) into R/<dataset>/<model>/baseline/b<b>/s<seed>/, run.json variant
+# "b<b>" and budget b. It keeps only its final checkpoint (ckpt/last.pt): no logit cache, no
+# example_stats, since no method reuses it; it is what a method run of the same budget is compared
+# with. The budget-1 run is the baseline run above. Tree models get no budget curve.
+for _ds, _model in BUDGET_RUNS if BUDGETS else []:
+    _bdir = budget_dir(_ds, _model)
+
+    rule:
+        name:
+            f"train_baseline__{_ds}__{_model}__budgets"
+        input:
+            **data_files(_ds),
+        output:
+            **budget_files(_bdir),
+            example_stats=[],
+        params:
+            model=_model,
+            model_cfg=config["models"][_model],
+            recipe=lambda wc, m=_model: budget_run_recipe(config, m, BUDGETS[wc.budget]),
+            epochs=["last"],
+            variant=lambda wc: wc.budget,
+            budget=lambda wc: BUDGETS[wc.budget],
+            device=config["device"],
+            progress=config["progress"],
+            nproc=config["ddp_processes"],
+        log:
+            f"{_bdir}/train.log",
+        wildcard_constraints:
+            budget="|".join(re.escape(b) for b in BUDGETS),
+        threads: config["threads_per_job"]
+        resources:
+            gpu=GPUS * config["ddp_processes"],
+        conda:
+            "../envs/reuse.yaml"
+        script:
+            "scripts/train_baseline.py"
+
+
 # A tree baseline: LightGBM on the training split, its model in LightGBM's text format at ckpt/e<R>.txt
 # (R boosting rounds, its one checkpoint epoch), and the logit cache of its raw margins, which kd reads
 # as it reads any past run's.
@@ -107,6 +150,7 @@ for _ds, _model in [(d, m) for d, m in RUNS if is_tree(config, m)]:
             "scripts/tree_cache.py"
 
 
+# The baseline runs (budget 1 only: the studies take one baseline run per model and seed).
 rule summarize_baselines:
     input:
         lambda wc: [f"{run_dir(wc.dataset, m, seed=s)}/run.json" for ds, m in RUNS if ds == wc.dataset for s in SEEDS],

@@ -11,7 +11,11 @@ from reuse.errors import ConfigError
 from reuse.methods import registry
 from reuse.scheduling import lighten_scheduler
 from reuse.plan import (
+    BASELINE,
     baseline_seeds,
+    budget_run_recipe,
+    budget_runs,
+    budget_variants,
     cache_files as _cache_files,
     checkpoint_epochs,
     expose_checkout,
@@ -36,6 +40,10 @@ R = config["results"].rstrip("/")
 GPUS = config["gpus_per_job"]  # the `gpu` resource of every job that runs a model (SLURM: --gpus)
 RUNS = list(runs(config))
 SEEDS = baseline_seeds(config)
+# the baseline's budget curve: its runs by name (b0.5: 0.5, ...; budget 1 is the baseline run itself),
+# and the (dataset, model) pairs that have one (tree models have none)
+BUDGETS = budget_variants(config)
+BUDGET_RUNS = list(budget_runs(config))
 SCORE_MODEL = config["scores"]["model"]
 SCORE_DATASETS = score_datasets(config)
 METHODS = registry.methods(config)
@@ -76,6 +84,17 @@ def run_dir(dataset, model, seed="{seed}"):
     return f"{R}/{run_path(dataset, model, seed=seed)}"
 
 
+def budget_dir(dataset, model, budget="{budget}", seed="{seed}"):
+    """The folder of a baseline run of the budget curve (``budget``: its name, e.g. b0.5)."""
+    return f"{R}/{run_path(dataset, model, BASELINE, budget, seed)}"
+
+
+def budget_files(folder):
+    """The files a run of the budget curve writes (its final checkpoint; no caches, no example_stats)."""
+    return {"ckpts": [f"{folder}/ckpt/last.pt"], "metrics": f"{folder}/metrics.jsonl", "run": f"{folder}/run.json",
+            "predictions": f"{folder}/predictions.npz"}
+
+
 def cache_files(prefix):
     """The files of one logit cache folder, as the cache config asks."""
     return _cache_files(config, prefix)
@@ -90,6 +109,11 @@ def baseline_targets():
             for e in checkpoint_epochs(config, model):
                 ckpt = f"{d}/ckpt/e{e}.txt" if is_tree(config, model) else f"{d}/ckpt/e{e}.pt"  # trees: LightGBM text
                 out += [ckpt] + cache_files(f"{d}/logits/e{e}")
+    for ds, model in BUDGET_RUNS:
+        for name in BUDGETS:
+            for seed in SEEDS:
+                f = budget_files(budget_dir(ds, model, name, seed))
+                out += f["ckpts"] + [f["metrics"], f["run"], f["predictions"]]
     return out
 
 

@@ -27,8 +27,12 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from reuse.errors import ConfigError
-from reuse.plan import (BASELINE, baseline_seeds, block_seeds, datasets_of, deep_merge, no_model, recipe_for,
-                        run_path, runs)
+from reuse.plan import (BASELINE, baseline_seeds, block_seeds, budget_runs, budget_variants, datasets_of, deep_merge,
+                        no_model, recipe_for, run_path, runs, trains_on, variant_budget)
+
+#: the key, on a variant of any method with ``variants``, that names the model whose baseline runs are
+#: the variant's like-for-like comparator (default: the variant's own model)
+COMPARATOR = "baseline"
 
 # The built-in methods, in the order the docs and the report list them: one line per method.
 BUILTIN = (
@@ -144,6 +148,19 @@ class Method:
     def recipe(self, config: dict, name: str) -> dict:
         """The recipe a variant's runs start from: the model's, with the variant's ``train`` over it."""
         return deep_merge(recipe_for(config, self.model(config, name)), self.variant(config, name).get("train") or {})
+
+    def budget(self, config: dict, name: str) -> float:
+        """A run's budget, in multiples of its model's recipe epochs (run.json's ``budget``): the report
+        compares it with the baseline trained at the same budget (``baseline.budgets``). By default the
+        variant's ``budget`` where the method has one, else its ``train.epochs`` over the model's recipe
+        epochs, else 1 (:func:`reuse.plan.variant_budget`)."""
+        return variant_budget(config, self.model(config, name), self.variant(config, name))
+
+    def comparator(self, config: dict, name: str) -> str:
+        """The model whose baseline runs a variant is judged against: its ``baseline`` key, else its own
+        model."""
+        v = self.variant(config, name)
+        return (v.get(COMPARATOR) if isinstance(v, dict) else None) or self.model(config, name)
 
     def final_checkpoint(self, config: dict, name: str) -> tuple[str | int, str]:
         """The key (an epoch or ``last``) and file name under ``ckpt/`` of a run's kept checkpoint."""
@@ -272,18 +289,73 @@ def resolve(ref: str) -> Callable:
 
 def expected_runs(config: dict) -> Iterator[dict]:
     """Every run the (validated) config declares, as ``dataset, model, method, variant, seed``, its
-    folder relative to the results folder (``relpath``) and the variant's settings (``config``, as
-    run.json records them; None for baselines): every (dataset, model) x baseline seed, then every
-    registered method's variants on their datasets x the method's seeds."""
+    folder relative to the results folder (``relpath``), the variant's settings (``config``, as
+    run.json records them; None for baselines) and its ``budget`` (:meth:`Method.budget`): every
+    (dataset, model) x baseline seed, then the baseline's budget curve (every budget of
+    ``baseline.budgets`` but 1 x baseline seed, variant ``b<budget>``, of every network model), then
+    every registered method's variants on their datasets x the method's seeds."""
     for ds, model in runs(config):
         for seed in baseline_seeds(config):
             yield {"dataset": ds, "model": model, "method": BASELINE, "variant": None, "seed": seed,
-                   "relpath": run_path(ds, model, seed=seed), "config": None}
+                   "relpath": run_path(ds, model, seed=seed), "config": None, "budget": 1.0}
+    for ds, model in budget_runs(config):
+        for name, b in budget_variants(config).items():
+            for seed in baseline_seeds(config):
+                yield {"dataset": ds, "model": model, "method": BASELINE, "variant": name, "seed": seed,
+                       "relpath": run_path(ds, model, BASELINE, name, seed), "config": None, "budget": b}
     for m in methods(config):
         for ds, name in m.variants(config):
             for seed in m.seeds(config, name):
                 yield {"dataset": ds, "model": m.model(config, name), "method": m.name, "variant": name,
-                       "seed": seed, "relpath": m.run_dir(config, ds, name, seed), "config": m.variant(config, name)}
+                       "seed": seed, "relpath": m.run_dir(config, ds, name, seed), "config": m.variant(config, name),
+                       "budget": m.budget(config, name)}
 
 
-__all__ = ["BUILTIN", "Method", "Study", "expected_runs", "get", "load", "methods", "register", "resolve", "studies"]
+def with_comparator(schema: dict) -> dict:
+    """``schema`` (the shared one with every method's fragment merged) with the optional ``baseline``
+    key (``$defs/variant_baseline``) added to the variants of every method block that has
+    ``variants``, so no method's fragment need declare it."""
+    defs = schema.get("$defs", {})
+    for block in (schema.get("properties") or {}).values():
+        variants = ((block or {}).get("properties") or {}).get("variants") if isinstance(block, dict) else None
+        item = (variants or {}).get("additionalProperties")
+        if not isinstance(item, dict):
+            continue
+        ref = item.get("$ref", "")
+        target = defs.get(ref.removeprefix("#/$defs/")) if ref.startswith("#/$defs/") else item
+        if isinstance(target, dict) and isinstance(target.get("properties"), dict):
+            target["properties"].setdefault(COMPARATOR, {"$ref": "#/$defs/variant_baseline"})
+    return schema
+
+
+def comparator_problems(config: dict) -> list[str]:
+    """The ``baseline`` key of every method's variants: a model that trains baselines on each of the
+    variant's datasets and has the variant's model's arch (its runs are then a like-for-like
+    comparator)."""
+    problems = []
+    for m in methods(config):
+        for name, v in (m.block(config).get("variants") or {}).items():
+            if not isinstance(v, dict) or v.get(COMPARATOR) is None:
+                continue
+            where, base = f"{m.name}.variants.{name}.{COMPARATOR}", v[COMPARATOR]
+            if base not in config["models"]:
+                problems.append(no_model(where, base, config) + "; name a model whose baseline runs are this "
+                                "variant's comparator, or drop the key (default: the variant's own model)")
+                continue
+            model = m.model(config, name)
+            if model not in config["models"]:
+                continue  # the method's own check names the missing model
+            if config["models"][base]["arch"] != config["models"][model]["arch"]:
+                problems.append(f"{where}: model '{base}' is a {config['models'][base]['arch']}, but the variant "
+                                f"trains '{model}', a {config['models'][model]['arch']}; name a model of arch "
+                                f"{config['models'][model]['arch']}")
+            missing = [ds for ds, n in m.variants(config) if n == name and not trains_on(config, base, ds)]
+            if missing:
+                problems.append(f"{where}: model '{base}' trains no baseline on {', '.join(missing)}, where the "
+                                f"variant runs; add {'them' if len(missing) > 1 else 'it'} to models.{base}.datasets "
+                                "or limit the variant's datasets")
+    return problems
+
+
+__all__ = ["BUILTIN", "COMPARATOR", "Method", "Study", "comparator_problems", "expected_runs", "get", "load", "methods",
+           "register", "resolve", "studies", "with_comparator"]

@@ -33,7 +33,8 @@ GROUP = ["dataset", "model", "method", "variant"]
 SEQUENCE = ["scenario", "policy", "step"]
 
 # Per-run numbers every table has, even when no run finished.
-NUMERIC = ["params", "epochs", "steps", "examples_seen", "test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc",
+NUMERIC = ["budget", "params", "epochs", "steps", "examples_seen", "test_acc", "best_test_acc", "test_nll", "test_ece",
+           "val_acc", "val_loss", "robust_acc",
            "train_time_s", "eval_time_s", "train_flops", "eval_flops", "reused_n", "reused_time_s", "reused_flops",
            "reused_bytes", "cost_time_marginal_s", "cost_flops_marginal", "cost_time_full_s", "cost_flops_full"]
 
@@ -130,11 +131,35 @@ def read_run(run_json: Path, bins: int = M.ECE_BINS) -> tuple[dict, list[dict], 
     row["cost_flops_full"] = _add(row["train_flops"], row["reused_flops"])
     for k, v in flat(r.get("config")).items():
         row[f"cfg_{k}"] = v
+    row["budget"] = budget_of(r.get("budget"), row)
+    row["val_acc"], row["val_loss"] = final.get("val_acc"), final.get("val_loss")
+    with_comparator(row)
     curve = []
     mfile = folder / "metrics.jsonl"
     if mfile.exists():
         curve = read_jsonl(mfile)
     return row, curve, per_class
+
+
+def budget_of(budget: Any, row: dict) -> float:
+    """A run's budget in multiples of its model's recipe epochs: run.json's (or the expected run's)
+    ``budget``, else its variant's ``budget`` setting (``cfg_budget``), else 1 (runs from before budgets
+    were recorded)."""
+    for v in (budget, row.get("cfg_budget")):
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                continue
+    return 1.0
+
+
+def with_comparator(row: dict) -> dict:
+    """A method run's comparator model, ``cfg_baseline`` (its variant's ``baseline`` setting), filled with
+    its own model where the variant names none; baselines get none."""
+    if row.get("method") != "baseline" and row.get("cfg_baseline") in (None, ""):
+        row["cfg_baseline"] = row.get("model")
+    return row
 
 
 def sequence_of(sequence: dict | None, config: dict | None = None) -> dict[str, Any]:
@@ -195,6 +220,8 @@ def collect(results: str | Path, expected: list[dict] | None = None, bins: int =
         row = dict(zip(KEY, key), status=status, error=err, run=str(results / e["relpath"]))
         row.update(sequence_of(None, e.get("config")))
         row.update({f"cfg_{k}": v for k, v in flat(e.get("config")).items()})
+        row["budget"] = budget_of(e.get("budget"), row)
+        with_comparator(row)
         rows.append(row)
         seen.add(key)
     for logf in sorted(results.rglob("train.log")):
