@@ -487,8 +487,10 @@ INTERLEAVE = {
 
 
 # ----------------------------------------------------------------------------- transfer
-# a target dataset "t"; models c and m train baselines on "d" only (the transfer model need not)
-TRANSFER_DATA = {"datasets": {**BASE["datasets"], "t": {"kind": "mnist1d", "mnist1d": {"num_samples": 200, "seed": 5}}},
+# a target dataset "t" with a val split (the influences read it); models c and m train baselines on "d" only
+# (the transfer model need not)
+TRANSFER_T = {"kind": "mnist1d", "mnist1d": {"num_samples": 200, "seed": 5}, "holdout": 40}
+TRANSFER_DATA = {"datasets": {**BASE["datasets"], "t": TRANSFER_T},
                  "models": {k: {**v, "datasets": ["d"]} for k, v in BASE["models"].items()}}
 TRANSFER_B = {"source": "d", "target": "t", "model": "c", "subsets": 6, "seeds": [0], "train": {"epochs": 1},
               "transfer": {"probe": {"epochs": 2}, "finetune": {"epochs": 1}},
@@ -507,9 +509,14 @@ TRANSFER = {
                 "transfer.source: no dataset named 'dd' (did you mean 'd'?)"),
         Mistake("transfer-model", _transfer(model="cc"), "transfer.model: no model named 'cc' (did you mean 'c'?)"),
         Mistake("transfer-shape", {"datasets": {**TRANSFER_DATA["datasets"], "t": {
-            "kind": "mnist1d", "mnist1d": {"num_samples": 200, "seed": 5, "final_seq_length": 60}}}},
+            **TRANSFER_T, "mnist1d": {"num_samples": 200, "seed": 5, "final_seq_length": 60}}}},
             "transfer.target: dataset 't' has inputs of shape [1, 60], which model 'c' (cnn1d) built for the source "
             "'d' ([1, 40]) cannot take"),
+        Mistake("transfer-no-val", {"datasets": {**TRANSFER_DATA["datasets"], "t": {
+            k: v for k, v in TRANSFER_T.items() if k != "holdout"}}},
+            "transfer.target: dataset 't' has no validation split; the influences, and the classes the harmful and "
+            "helpful counterfactuals remove, are estimated on it (never on the test split, which only scores the "
+            "transfers); set datasets.t.holdout"),
         Mistake("transfer-fraction", _transfer(fraction=1.0), "transfer.fraction: 1.0 lies outside (0, 1)"),
         Mistake("transfer-fraction-zero", _transfer(fraction=0), "transfer.fraction: 0 lies outside (0, 1)"),
         Mistake("transfer-subsets", _transfer(subsets=3),

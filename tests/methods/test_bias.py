@@ -1,6 +1,7 @@
 """The bias method (reuse.methods.bias) and distillation without a class (kd ``omit_classes``):
 Hinton et al. (2015)'s omitted-3 experiment. The search against brute force on small tables; then,
-in process, a teacher, a student that never sees class 3, and its shifted copy."""
+in process, a teacher, a student that never sees class 3, and its shifted copy, whose shift is
+chosen on the validation split (replacing the test labels leaves it unchanged)."""
 
 from __future__ import annotations
 
@@ -148,6 +149,30 @@ def test_the_shift_is_the_searched_one_and_written_as_a_run(omitted):
     assert run["recipe"]["epochs"] == 0
     assert [r["path"] for r in run["reused"] if r["kind"] == "past_run"][0] == str(kd_dir)
     assert run["cost"]["train_flops"] == 0 and run["cost"]["eval_flops"] > 0
+
+
+def test_the_shift_is_chosen_on_validation_never_on_test(omitted, tmp_path):
+    """The bias run made again on a copy of the data whose test labels are replaced: the same shift
+    and the same validation accuracies (the test accuracy it reports moves; the choice does not).
+    With the validation labels replaced instead, the search finds another shift."""
+    from reuse.methods.bias.stage import train
+    from tests.methods.choices import assert_choice_ignores_test, fresh_dir, with_split_labels
+
+    cfg, res = omitted
+
+    def choose(data_dir: Path) -> dict:
+        out = fresh_dir(tmp_path, "bias")
+        train(Job(**method_job(cfg, "bias", "d", "shift3", 0, res, data_dir, out=out)))
+        rec = read_json(out / get("bias", cfg).run_dir(cfg, "d", "shift3", 0) / "run.json")["bias"]
+        return {k: rec[k] for k in ("shift", "values", "acc", "acc_before", "curve")}
+
+    def labels(split):
+        return lambda d, rng: with_split_labels(d, fresh_dir(tmp_path, "data"), rng, split, how="relabel")
+
+    rec = read_json(res / get("bias", cfg).run_dir(cfg, "d", "shift3", 0) / "run.json")["bias"]
+    reference = {k: rec[k] for k in ("shift", "values", "acc", "acc_before", "curve")}
+    assert_choice_ignores_test(choose, res / "d" / "data", labels("test"), perturb_val=labels("val"),
+                               reference=reference)
 
 
 def test_a_past_run_that_is_no_plain_model_cannot_be_shifted_or_warm_started():

@@ -1,10 +1,12 @@
 """The separability study (reuse/methods/kd/separability.py): the best temperature and its interval
-over seeds, the tables built from run tables, the charts, the study only on configs with clusters
-data sets, and a tiny sweep run end to end."""
+over seeds, the tables built from run tables, the best T chosen on the students' validation accuracy
+(never on test: replacing the test accuracies moves no choice), the charts, the study only on configs
+with clusters data sets, and a tiny sweep run end to end."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,16 +15,16 @@ import yaml
 
 from reuse.config import validate_config
 from reuse.methods import registry
-from reuse.methods.kd.separability import STUDIES, best_temperature, build, charts
-from reuse.metrics import Bootstrap
+from reuse.methods.kd.separability import NO_VAL, STUDIES, best_temperature, build, charts
 from tests.helpers import ROOT, jobs, smk
+from tests.methods.choices import assert_choice_ignores_test, with_columns
 
-BOOT = Bootstrap(resamples=2000, confidence=0.95, seed=0)
+OPTS = {"confidence": 0.95, "resamples": 2000, "seed": 0}
 
 
 def test_a_clear_winner_has_a_point_interval():
     acc = [[0.80, 0.90, 0.85], [0.81, 0.91, 0.84], [0.79, 0.92, 0.86], [0.80, 0.90, 0.85]]
-    b = best_temperature(acc, [1, 4, 20], BOOT)
+    b = best_temperature(acc, [1, 4, 20], **OPTS)
     assert b["best"] == 4 and b["lo"] == b["hi"] == 4 and b["share"] == [0.0, 1.0, 0.0]
 
 
@@ -30,7 +32,7 @@ def test_close_temperatures_give_an_interval_spanning_them():
     """Seeds disagree on T=2 against T=8: the resamples pick either, the interval holds both."""
     acc = [[0.70, 0.90, 0.80, 0.89], [0.70, 0.88, 0.80, 0.91], [0.70, 0.91, 0.80, 0.88],
            [0.70, 0.89, 0.80, 0.90], [0.70, 0.90, 0.80, 0.895]]
-    b = best_temperature(acc, [1, 2, 4, 8], BOOT)
+    b = best_temperature(acc, [1, 2, 4, 8], **OPTS)
     assert b["best"] == 2  # mean 0.896 against 0.893
     assert b["lo"] == 2 and b["hi"] == 8 and b["share"][0] == b["share"][2] == 0.0
     assert 0.2 < b["share"][1] < 0.8 and abs(sum(b["share"]) - 1) < 1e-9
@@ -38,15 +40,16 @@ def test_close_temperatures_give_an_interval_spanning_them():
 
 def test_temperatures_are_sorted_with_their_columns_and_ties_go_low():
     acc = [[0.9, 0.8], [0.9, 0.8]]
-    assert best_temperature(acc, [20, 1], BOOT)["best"] == 20
-    assert best_temperature([[0.9, 0.9], [0.8, 0.8]], [4, 2], BOOT)["best"] == 2
-    one = best_temperature([[0.7, 0.9]], [1, 2], BOOT)
+    assert best_temperature(acc, [20, 1], **OPTS)["best"] == 20
+    assert best_temperature([[0.9, 0.9], [0.8, 0.8]], [4, 2], **OPTS)["best"] == 2
+    one = best_temperature([[0.7, 0.9]], [1, 2], **OPTS)
     assert one["best"] == 2 and np.isnan(one["lo"])  # one seed: no interval
 
 
-def write_tables(root, separations=(1.0, 3.0)) -> dict[str, list[str]]:
+def write_tables(root, separations=(1.0, 3.0), val_best=None) -> dict[str, list[str]]:
     """kd and baseline tables and dataset.json of clusters data sets, with known accuracies: on the
-    hard one T=4 is best (by 2 points), on the easy one T=1."""
+    hard one T=4 is best (by 2 points), on the easy one T=1, on test and on validation alike (or, with
+    ``val_best``, T=``val_best`` best on validation on both)."""
     extra = {"tables": [], "baseline_tables": [], "meta": []}
     for sep in separations:
         ds = f"s{sep:g}"
@@ -58,8 +61,10 @@ def write_tables(root, separations=(1.0, 3.0)) -> dict[str, list[str]]:
             noise = 0.001 * seed
             for t in (1, 4, 20):
                 good = (t == 4) if sep < 2 else (t == 1)
+                val_good = good if val_best is None else t == val_best
                 rows.append({"dataset": ds, "model": "student", "method": "kd", "variant": f"T{t}", "seed": seed,
-                             "test_acc": 0.7 + (0.02 if good else 0.0) + noise, "run": "x", "cfg_temperature": t,
+                             "test_acc": 0.7 + (0.02 if good else 0.0) + noise,
+                             "val_acc": 0.6 + (0.03 if val_good else 0.0) + noise, "run": "x", "cfg_temperature": t,
                              "cfg_alpha": 0.9, "cfg_teacher_model": "teacher"})
             base += [{"dataset": ds, "model": "student", "method": "baseline", "seed": seed, "test_acc": 0.69 + noise},
                      {"dataset": ds, "model": "teacher", "method": "baseline", "seed": seed, "test_acc": 0.75}]
@@ -75,7 +80,7 @@ def test_build_reports_best_t_per_separation_and_the_gain_over_hard_labels(tmp_p
     extra = write_tables(tmp_path)
     out = tmp_path / "separability.csv"
     build(runs_csvs=extra["tables"][:1], baseline_csv=extra["baseline_tables"][0], extra=extra,
-          params={"bootstrap": {"resamples": 1000, "confidence": 0.95, "method": "percentile", "seed": 0}},
+          params={"confidence": 0.95},
           out_csv=str(out))
     df = pd.read_csv(out)
     assert len(df) == 6 and set(df["method"]) == {"kd"}
@@ -86,13 +91,83 @@ def test_build_reports_best_t_per_separation_and_the_gain_over_hard_labels(tmp_p
     row = df[(df["separation"] == 1.0) & (df["temperature"] == 4)].iloc[0]
     assert row["n"] == 4 and row["diff_vs_hard"] == pytest.approx(0.03) and row["verdict"] == "better"
     assert row["teacher_acc_mean"] == pytest.approx(0.75) and row["best_share"] == 1.0
-    assert row["acc_lo"] <= row["acc_mean"] <= row["acc_hi"]
+    assert row["acc_lo"] <= row["acc_mean"] <= row["acc_hi"] and row["val_acc_mean"] == pytest.approx(0.6315)
+    assert (df["best_T_by"] == "val").all()
     made = charts(df)
     assert [t for t, _, _ in made] == ["Best distillation temperature against separation",
                                        "Gain of distillation over hard labels, per temperature"]
     for _, chart, _ in made:
         chart.to_dict()  # a valid Vega-Lite spec
     assert charts(df[df["method"] == "bias"]) == []
+
+
+PARAMS = {"confidence": 0.95}
+CHOICE = ["dataset", "model", "sweep", "temperature", "best_T", "best_T_lo", "best_T_hi", "best_share", "best_T_by"]
+
+
+def separability_choice(tables: dict[str, pd.DataFrame], root) -> pd.DataFrame:
+    """The table's choice columns (the best T, its interval and shares) built from the given kd run tables."""
+    extra = write_tables(root)
+    for f, t in tables.items():
+        t.to_csv(f, index=False)
+    out = root / "separability.csv"
+    build(runs_csvs=extra["tables"][:1], baseline_csv=extra["baseline_tables"][0], extra=extra, params=PARAMS,
+          out_csv=str(out))
+    return pd.read_csv(out, dtype={"sweep": str})[CHOICE]
+
+
+def test_the_best_t_is_chosen_on_validation_accuracy_never_on_test(tmp_path):
+    """T=20 is best on validation on both data sets while T=4 / T=1 are best on test: the table's best T
+    is 20. Replacing the test accuracies of every run moves no choice column (the accuracies it reports
+    move); replacing the validation accuracies does."""
+    extra = write_tables(tmp_path / "a", val_best=20)
+    out = tmp_path / "a" / "separability.csv"
+    build(runs_csvs=extra["tables"][:1], baseline_csv=extra["baseline_tables"][0], extra=extra, params=PARAMS,
+          out_csv=str(out))
+    df = pd.read_csv(out)
+    assert (df["best_T"] == 20).all() and (df["best_T_by"] == "val").all()
+    test_best = df.loc[df.groupby("dataset")["acc_mean"].idxmax()].set_index("separation")["temperature"]
+    assert test_best.to_dict() == {1.0: 4, 3.0: 1}  # the reported test accuracies still say otherwise
+
+    tables = {f: pd.read_csv(f) for f in extra["tables"]}
+    roots = iter(range(100))
+
+    def choose(ts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        root = tmp_path / f"b{next(roots)}"
+        return separability_choice({str(root / Path(f).relative_to(tmp_path / "a")): t for f, t in ts.items()}, root)
+
+    def replaced(column):
+        return lambda ts, rng: {f: with_columns(t, [column], rng) for f, t in ts.items()}
+
+    assert_choice_ignores_test(choose, tables, replaced("test_acc"), perturb_val=replaced("val_acc"), trials=3)
+
+
+def test_without_validation_accuracies_no_best_t_is_chosen(tmp_path):
+    """Run tables without val_acc: read from each run's run.json (final.val_acc) where it has one; where
+    none has, the best-T columns stay empty and say why, rather than falling back on test."""
+    extra = write_tables(tmp_path)
+    t = pd.read_csv(extra["tables"][0]).drop(columns=["val_acc"])
+    t.to_csv(extra["tables"][0], index=False)
+    out = tmp_path / "separability.csv"
+    build(runs_csvs=extra["tables"][:1], baseline_csv=extra["baseline_tables"][0], extra=extra, params=PARAMS,
+          out_csv=str(out))
+    df = pd.read_csv(out)
+    first = df[df["dataset"] == "s1"]
+    assert first["best_T"].isna().all() and (first["best_T_by"] == NO_VAL).all()
+    assert (df[df["dataset"] == "s3"]["best_T"] == 1).all()  # the other table still has its val_acc
+    # the same table, its runs' run.json holding final.val_acc (T=20 best): read from there
+    runs = []
+    for i, r in t.iterrows():
+        d = tmp_path / "runs" / str(i)
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"final": {"val_acc": 0.9 if r["cfg_temperature"] == 20 else 0.5,
+                                                          "test_acc": r["test_acc"]}}))
+        runs.append(str(d))
+    t.assign(run=runs).to_csv(extra["tables"][0], index=False)
+    build(runs_csvs=extra["tables"][:1], baseline_csv=extra["baseline_tables"][0], extra=extra, params=PARAMS,
+          out_csv=str(out))
+    df = pd.read_csv(out)
+    assert (df[df["dataset"] == "s1"]["best_T"] == 20).all() and (df["best_T_by"] == "val").all()
 
 
 def test_the_study_is_built_once_and_only_where_there_are_clusters_data_sets():
@@ -147,7 +222,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert not (res / "c4" / "studies" / "separability.csv").exists()
     kd = pd.read_csv(res / "c1" / "studies" / "separability.csv")
     assert sorted(kd["separation"].unique()) == [1, 4] and sorted(kd["temperature"].unique()) == [1, 4]
-    assert (kd["n"] == 2).all() and kd["best_T"].isin([1, 4]).all()
+    assert (kd["n"] == 2).all() and kd["best_T"].isin([1, 4]).all() and (kd["best_T_by"] == "val").all()
     bias = pd.read_csv(res / "c1" / "studies" / "separability_bias.csv")
     assert len(bias) == 2 and (bias["n"] == 2).all() and bias["shift_size_mean"].between(0, 1).all()
     page = next((res / "report").rglob("method-kd.html")).read_text()

@@ -3,12 +3,14 @@ project's scale. Functional: the clustering recovers planted confusable groups, 
 the enriched epochs, the combination (the generalist when no specialist is active, mass moved toward
 a confident specialist's class, the objective's minimum). End to end, in process: a baseline run as
 the generalist, the stage, its run files and study; a kill during a specialist's training and the
-rerun that resumes it, against an uninterrupted run."""
+rerun that resumes it, against an uninterrupted run; the groups chosen from the training set (the
+test labels replaced leave them unchanged)."""
 
 from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,6 +287,28 @@ def test_a_killed_run_resumes_its_specialists_and_matches_an_uninterrupted_one(d
                                   np.load(ref / "predictions.npz")["logits"])
     assert a["final"] == b["final"] and a["cost"]["train_flops"] == b["cost"]["train_flops"]
     assert not (mine / "state").exists()
+
+
+def test_the_groups_come_from_the_training_set_never_from_test(done, tmp_path):
+    """The run made again on a copy of the data whose test labels are replaced: the same groups (the
+    generalist's predictions of the training set decide them) and the same specialists' training;
+    only the reported test accuracies move."""
+    from reuse.methods.specialists.stage import train
+    from tests.methods.choices import assert_choice_ignores_test, fresh_dir, with_split_labels
+
+    cfg, res, data_dir = done
+
+    def choose(data: Path) -> dict:
+        out = fresh_dir(tmp_path, "run")
+        train(Job(**method_job(cfg, "specialists", "d", "g3", 0, res, data, out=out)))
+        sp = read_json(out / get("specialists", cfg).run_dir(cfg, "d", "g3", 0) / "run.json")["specialists"]
+        return {"groups": sp["groups"], "examples": [s["train_examples_per_epoch"] for s in sp["specialists"]]}
+
+    ref = read_json(res / get("specialists", cfg).run_dir(cfg, "d", "g3", 0) / "run.json")["specialists"]
+    assert_choice_ignores_test(choose, data_dir, lambda d, rng: with_split_labels(d, fresh_dir(tmp_path, "data"), rng,
+                                                                                  "test", how="relabel"),
+                               reference={"groups": ref["groups"],
+                                          "examples": [s["train_examples_per_epoch"] for s in ref["specialists"]]})
 
 
 def test_groups_beyond_the_data_are_refused_naming_the_key():

@@ -1,8 +1,10 @@
 """Class influence on transfer (reuse.methods.transfer): the estimator against a brute-force count on
 a hand-made table, its bootstrap, the subsets and the counterfactual plan, per-example values, every
 run of a tiny config in process (source runs, both transfers, the influence table, the
-counterfactuals, the studies and their charts), resume after SIGKILL without redoing finished work,
-the fingerprint refusal, and a tiny end-to-end Snakemake run."""
+counterfactuals, the studies and their charts), the influences and the counterfactuals' picks read
+from the target's validation split only (the test split's labels and predictions permuted change
+neither), resume after SIGKILL without redoing finished work, the fingerprint refusal, and a tiny
+end-to-end Snakemake run."""
 
 from __future__ import annotations
 
@@ -29,15 +31,18 @@ from reuse.methods.transfer.stage import (counterfactual_study, influence_study,
 from reuse.train import load_checkpoint
 from reuse.workflow import Job
 from tests.helpers import ROOT, method_job
+from tests.methods.choices import assert_choice_ignores_test, fresh_dir, with_json_value, with_npz_arrays, \
+    with_split_labels
 
 SOURCE = {"kind": "mnist1d", "mnist1d": {"num_samples": 300, "seed": 3}}     # 10 classes, 240 train / 60 test
-TARGET = {"kind": "mnist1d", "mnist1d": {"num_samples": 200, "seed": 5, "train_split": 0.4}}  # 80 train / 120 test
+TARGET = {"kind": "mnist1d", "mnist1d": {"num_samples": 260, "seed": 5, "train_split": 0.54},  # 140 train / 120 test
+          "holdout": 60}                                                                   # 80 train / 60 val left
 CONFIG = {
     "datasets": {"src": SOURCE, "tgt": TARGET},
     "models": {"c": {"arch": "cnn1d", "args": {"channels": 8}, "datasets": []}},
     "train": {"epochs": 2, "batch_size": 32, "checkpoint_every": 1, "optimizer": {"lr": 0.05}},
     "baseline": {"seeds": [0, 1]},
-    "report": {"figures": [], "bootstrap": {"resamples": 200}},
+    "report": {"figures": []},
     "transfer": {"source": "src", "target": "tgt", "model": "c", "subsets": 6,
                  "transfer": {"probe": {"epochs": 3, "batch_size": 16}, "finetune": {"epochs": 3, "batch_size": 16}},
                  "counterfactual": {"k": [2, 3], "kinds": ["harmful", "helpful", "random"]}},
@@ -160,7 +165,8 @@ def test_counterfactual_plan():
 
 def test_the_issues_bad_inputs_are_refused_before_any_job():
     """One clear problem naming the key: a target the source model cannot take, a fraction outside
-    (0, 1), too few subsets for every class to be in and out of one, k at or above C."""
+    (0, 1), too few subsets for every class to be in and out of one, k at or above C, a target with
+    no validation split to estimate the influences on."""
     bad = {
         "transfer.target: dataset 'tgt' has inputs of shape [1, 50]":
             {"datasets": {"src": SOURCE, "tgt": {**TARGET, "mnist1d": {**TARGET["mnist1d"], "final_seq_length": 50}}}},
@@ -168,6 +174,10 @@ def test_the_issues_bad_inputs_are_refused_before_any_job():
         "transfer.subsets: 2 subsets of 5 of the 10 source classes": {"transfer": {**CONFIG["transfer"], "subsets": 2}},
         "transfer.counterfactual.k: 11 removes more than all of the 10 source classes":
             {"transfer": {**CONFIG["transfer"], "counterfactual": {"k": [11]}}},
+        "transfer.target: dataset 'tgt' has no validation split; the influences, and the classes the harmful and "
+        "helpful counterfactuals remove, are estimated on it (never on the test split, which only scores the "
+        "transfers); set datasets.tgt.holdout":
+            {"datasets": {"src": SOURCE, "tgt": {k: v for k, v in TARGET.items() if k != "holdout"}}},
     }
     for expected, change in bad.items():
         with pytest.raises(ConfigError) as e:
@@ -204,7 +214,7 @@ def build_influence(cfg: dict, results: Path) -> dict[str, str]:
     influence_table(run_jsons=ins["runs"], value_files=ins["values"], source_meta=ins["source"][0],
                     out_table=files["table"], out_by_class=files["by_class"], out_meta=files["meta"],
                     using=cfg["transfer"]["influence"]["using"], metric=cfg["transfer"]["influence"]["metric"],
-                    bootstrap=cfg["report"]["bootstrap"])
+                    resamples=200)
     return files
 
 
@@ -236,38 +246,51 @@ def test_a_subset_run_trains_on_its_classes_and_records_both_transfers(cfg, fini
         assert rec["classes"] == inf.subset_classes(10, 0.5, 0, s).tolist() and rec["seed"] == s == run["seed"]
         assert run["transfer"]["classes"] == rec["classes"] and not (d / "state").exists()
         with np.load(d / "transfer.npz") as z:
-            assert (z["y"] == tgt.test.y.numpy()).all()
+            # the test split's predictions under the plain names, the validation split's as val_*
+            assert (z["y"] == tgt.test.y.numpy()).all() and (z["val_y"] == tgt.val.y.numpy()).all()
+            assert len(z["y"]) == 120 and len(z["val_y"]) == 60
             for t in ("probe", "finetune"):
-                assert rec[t]["acc"] == pytest.approx(z[f"{t}_correct"].mean())
-                assert ((z[f"{t}_prob"] >= 0) & (z[f"{t}_prob"] <= 1)).all()
-                assert ((z[f"{t}_margin"] > 0) == (z[f"{t}_correct"] == 1)).all()
+                for pre, acc in (("", "acc"), ("val_", "val_acc")):
+                    assert rec[t][acc] == pytest.approx(z[f"{pre}{t}_correct"].mean())
+                    assert ((z[f"{pre}{t}_prob"] >= 0) & (z[f"{pre}{t}_prob"] <= 1)).all()
+                    assert ((z[f"{pre}{t}_margin"] > 0) == (z[f"{pre}{t}_correct"] == 1)).all()
                 assert rec[t]["cost"]["train_flops"] > 0 and rec[t]["cost"]["epochs"] == 3
+                assert rec[t]["cost"]["val_flops"] > 0 and rec[t]["cost"]["test_flops"] > 0
+        assert set(rec["target_fingerprint"]) == {"train", "val", "test"}
         # the source model never saw a class outside its subset: it trained on exactly those examples' ids
         seen = np.isin(src.train.y.numpy(), rec["classes"]).sum()
         assert read_json(d / "run.json")["cost"]["examples_seen"] == 2 * seen
 
 
-def test_the_influence_table_is_the_estimator_on_the_runs(cfg, finished):
+def test_the_influence_table_is_the_estimator_on_the_runs_validation_predictions(cfg, finished):
+    """The table is the estimator on the subset runs' predictions of the target's validation examples
+    (their test predictions are another table, which the influences do not match)."""
     m = get("transfer", cfg)
     files = {k: finished / f for k, f in m.influence_files(cfg).items()}
     table = pd.read_csv(files["table"]).sort_values("class")
     runs = [run_dir(cfg, finished, "subsets", s) for s in range(6)]
     masks = np.array([np.isin(np.arange(10), read_json(d / "transfer.json")["classes"]) for d in runs])
-    values = np.stack([np.load(d / "transfer.npz")["probe_prob"].astype(np.float64) for d in runs])
+    values = np.stack([np.load(d / "transfer.npz")["val_probe_prob"].astype(np.float64) for d in runs])
+    on_test = np.stack([np.load(d / "transfer.npz")["probe_prob"].astype(np.float64) for d in runs])
+    assert not np.allclose(table["influence"], brute_force(masks, on_test).sum(1))
+    assert (table["split"] == "val").all()
     np.testing.assert_allclose(table["influence"], brute_force(masks, values).sum(1), rtol=1e-9, atol=1e-9)
     assert (table["n_in"] == masks.sum(0)).all() and (table["n_in"] + table["n_out"] == 6).all()
     assert (table["influence_lo"] <= table["influence"] + 1e-9).all()
     assert (table["influence"] <= table["influence_hi"] + 1e-9).all()
     assert sorted(table["rank"]) == list(range(1, 11)) and (table["using"] == "probe").all()
     by = pd.read_csv(files["by_class"])
-    assert len(by) == 10 * 10
-    y = np.load(runs[0] / "transfer.npz")["y"]
+    assert len(by) == 10 * 10 and (by["split"] == "val").all()
+    y = np.load(runs[0] / "transfer.npz")["val_y"]
+    assert (by.groupby("target_class")["n_target"].first() == np.bincount(y, minlength=10)).all()
     for j in (0, 7):
         got = by[by["target_class"] == j].sort_values("source_class")["influence"]
         np.testing.assert_allclose(got, brute_force(masks, values)[:, y == j].sum(1), rtol=1e-9, atol=1e-9)
     meta = read_json(files["meta"])
     assert meta["runs"] == 6 and meta["cost"]["flops"] == sum(read_json(d / "transfer.json")["cost"]["flops"]
                                                              for d in runs)
+    assert meta["split"] == "val" and meta["target_examples"] == 60
+    assert meta["target_fingerprint"] == read_json(runs[0] / "transfer.json")["target_fingerprint"]["val"]
 
 
 def test_counterfactual_runs_remove_the_planned_classes(cfg, finished):
@@ -283,6 +306,101 @@ def test_counterfactual_runs_remove_the_planned_classes(cfg, finished):
         r3 = read_json(run_dir(cfg, finished, "random_k3", s) / "transfer.json")["removed"]
         assert set(r2) <= set(r3) and r3 == inf.removed_classes(scores, "random", 3, seed=0, run_seed=s).tolist()
     assert read_json(run_dir(cfg, finished, "full", 1) / "transfer.json")["removed"] == []
+
+
+# ----------------------------------------------------------------------------- validation only
+PICKS = [(kind, k) for kind in ("harmful", "helpful") for k in (2, 3)]
+
+
+def influence_choice(files: dict) -> dict:
+    """What the influence table decides: the influences (per source class and per target class, with
+    their intervals and ranks) and the classes each harmful or helpful counterfactual removes."""
+    table = pd.read_csv(files["table"]).sort_values("class").reset_index(drop=True)
+    by = pd.read_csv(files["by_class"]).sort_values(["target_class", "source_class"]).reset_index(drop=True)
+    scores = table["influence"].to_numpy()
+    return {"influence": table[["class", "influence", "influence_lo", "influence_hi", "rank", "influence_probe",
+                                "influence_finetune"]],
+            "by_class": by[["target_class", "source_class", "influence", "influence_lo", "influence_hi", "rank",
+                            "n_target"]],
+            "picks": {f"{kind}_k{k}": inf.removed_classes(scores, kind, k, seed=0, run_seed=0).tolist()
+                      for kind, k in PICKS}}
+
+
+def test_the_subset_runs_test_predictions_move_no_influence_and_no_pick(cfg, finished, tmp_path):
+    """The influence table from the subset runs' files, then from copies whose test labels,
+    predictions and accuracies are permuted or replaced: the same influences and the same picks.
+    Permuting their validation predictions instead moves them (the table does read validation)."""
+    m = get("transfer", cfg)
+    ins = {k: [str(finished / f) for f in v] for k, v in m.influence_inputs(cfg).items()}
+    test_keys = ["y", *(f"{t}_{metric}" for t in ("probe", "finetune") for metric in inf.METRICS)]
+    test_json = [(t, k) for t in ("probe", "finetune") for k in ("acc", "mean_prob", "mean_margin")]
+
+    def choose(inputs: dict) -> dict:
+        out = fresh_dir(tmp_path, "table")
+        files = {"table": str(out / "influence.csv"), "by_class": str(out / "by_class.csv"),
+                 "meta": str(out / "influence.json")}
+        influence_table(run_jsons=inputs["runs"], value_files=inputs["values"], source_meta=inputs["source"][0],
+                        out_table=files["table"], out_by_class=files["by_class"], out_meta=files["meta"],
+                        using=cfg["transfer"]["influence"]["using"], metric=cfg["transfer"]["influence"]["metric"],
+                        resamples=200)
+        return influence_choice(files)
+
+    def perturbed(keys: list[str], json_keys: list[tuple[str, ...]]):
+        def perturb(inputs: dict, rng: np.random.Generator) -> dict:
+            d = fresh_dir(tmp_path, "runs")
+            values = [str(with_npz_arrays(f, d / f"{i}.npz", keys, rng)) for i, f in enumerate(inputs["values"])]
+            runs = [str(with_json_value(f, d / f"{i}.json", json_keys, lambda v, r: float(r.uniform()), rng))
+                    for i, f in enumerate(inputs["runs"])]
+            return {**inputs, "values": values, "runs": runs}
+        return perturb
+
+    reference = influence_choice({k: finished / f for k, f in m.influence_files(cfg).items()})
+    assert choose(ins)["picks"] == reference["picks"]
+    assert_choice_ignores_test(choose, ins, perturbed(test_keys, test_json), reference=reference, trials=2,
+                               perturb_val=perturbed([f"val_{k}" for k in test_keys], []))
+
+
+def test_subset_runs_without_validation_predictions_are_refused(cfg, finished, tmp_path):
+    """A subset run from before the target had a validation split: the table names it and the fix."""
+    from reuse.errors import ReuseError
+
+    ins = {k: [str(finished / f) for f in v] for k, v in get("transfer", cfg).influence_inputs(cfg).items()}
+    old = with_json_value(ins["runs"][2], tmp_path / "old" / "transfer.json", [("target_fingerprint",)],
+                          lambda v, rng: {k: v[k] for k in ("train", "test")}, np.random.default_rng(0))
+    runs = [*ins["runs"][:2], str(old), *ins["runs"][3:]]
+    out = {k: str(tmp_path / f"{k}.out") for k in ("table", "by_class", "meta")}
+    with pytest.raises(ReuseError, match=r"hold no predictions of the target's validation split .* delete their "
+                                         r"folders and re-run snakemake"):
+        influence_table(run_jsons=runs, value_files=ins["values"], source_meta=ins["source"][0],
+                        out_table=out["table"], out_by_class=out["by_class"], out_meta=out["meta"], using="probe",
+                        metric="prob", resamples=100)
+
+
+def test_permuting_the_targets_test_labels_moves_no_influence_and_no_counterfactual(cfg, finished, data_dirs,
+                                                                                     tmp_path):
+    """The whole chain again on a copy of the target whose test labels are permuted: every subset
+    run trained and transferred, the influence table, a harmful counterfactual run. The influences
+    are the same bit for bit and the counterfactual removes the same classes: no choice read a test
+    label (the reported test accuracies, which do read them, are not part of the choice)."""
+    m = get("transfer", cfg)
+
+    def choose(target_data: Path) -> dict:
+        res = fresh_dir(tmp_path, "results")
+        for ds, d in (("src", data_dirs / "src" / "data"), ("tgt", target_data)):
+            (res / ds).mkdir()
+            os.symlink(d, res / ds / "data")
+        for s in m.seeds(cfg, "subsets"):
+            train(job_of(cfg, "subsets", s, res))
+        files = build_influence(cfg, res)
+        train(job_of(cfg, "harmful_k2", 0, res))
+        return {**influence_choice(files),
+                "removed": read_json(run_dir(cfg, res, "harmful_k2", 0) / "transfer.json")["removed"]}
+
+    reference = {**influence_choice({k: finished / f for k, f in m.influence_files(cfg).items()}),
+                 "removed": read_json(run_dir(cfg, finished, "harmful_k2", 0) / "transfer.json")["removed"]}
+    assert_choice_ignores_test(choose, data_dirs / "tgt" / "data",
+                               lambda d, rng: with_split_labels(d, fresh_dir(tmp_path, "tgt"), rng, "test"),
+                               reference=reference)
 
 
 def test_studies_and_their_charts(cfg, finished, tmp_path):

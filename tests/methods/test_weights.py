@@ -1,9 +1,11 @@
 """Warm starts, shrink and perturb, soups and weight averaging: the functional cores, the trainer
-hook (with resume), the held-out split and the config checks."""
+hook (with resume), the held-out split, the config checks, and the choices made on validation only
+(the greedy soup's ingredients, the study's best ingredient: neither moves with the test labels)."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch.nn as nn
 from reuse.config import validate_config
 from reuse.methods.registry import get
 from reuse.errors import ConfigError, ReuseError
+from reuse.io import read_json
 from reuse.methods.weights import (
     WeightAveraging,
     average_state_dicts,
@@ -248,3 +251,96 @@ def test_greedy_soup_without_holdout_is_a_config_error():
     cfg["datasets"]["d"]["holdout"] = 0
     with pytest.raises(ConfigError, match="holds no examples out; set datasets.d.holdout"):
         validate_config(cfg)
+
+
+# ----------------------------------------------------------------------------- validation only (issue 25)
+def _ingredients(val_key: str = "val_acc") -> list[dict]:
+    """A soup run's ``reused`` records: three ingredients whose best by validation (the second) is not
+    the best by test (the third), and the past run they share."""
+    accs = [(0.80, 0.81), (0.90, 0.84), (0.85, 0.88)]  # (validation, test) per ingredient
+    return [{"kind": "soup_ingredient", "path": f"w/s{i}", "time_s": 1.0, "flops": 1, "test_acc": t, val_key: v}
+            for i, (v, t) in enumerate(accs)] + [{"kind": "past_run", "path": "b/s0", "time_s": 2.0, "flops": 2}]
+
+
+@pytest.mark.parametrize("val_key", ["val_acc", "heldout_acc"])
+def test_the_best_ingredient_is_chosen_on_validation_never_on_test(val_key):
+    """The soup's bar (the study's best_ingredient_acc): the ingredient with the highest validation
+    accuracy, whatever the test accuracies say; with none recorded, no ingredient is chosen."""
+    from reuse.methods.weights.stage import best_ingredient
+    from tests.methods.choices import assert_choice_ignores_test
+
+    reused = _ingredients(val_key)
+    assert best_ingredient(reused)["path"] == "w/s1"  # not w/s2, the best by test accuracy
+
+    def replaced(key):
+        return lambda recs, rng: [{**x, key: float(rng.uniform())} if x["kind"] == "soup_ingredient" else x
+                                  for x in recs]
+
+    assert_choice_ignores_test(lambda recs: best_ingredient(recs)["path"], reused, replaced("test_acc"), trials=5,
+                               perturb_val=replaced(val_key))
+    assert best_ingredient([{**x, val_key: None} for x in reused]) is None
+    assert best_ingredient([x for x in reused if x["kind"] != "soup_ingredient"]) is None
+
+
+def test_the_study_reports_the_test_accuracy_of_the_best_ingredient_by_validation(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from reuse.methods.weights.stage import study
+
+    soup_dir = tmp_path / "d" / "m" / "soup" / "g" / "s0"
+    soup_dir.mkdir(parents=True)
+    (soup_dir / "run.json").write_text(json.dumps({"reused": _ingredients()}))
+    row = {"dataset": "d", "model": "m", "seed": 0, "epochs": 0, "train_time_s": 1.0, "reused_time_s": 3.0}
+    pd.DataFrame([{**row, "method": "baseline", "variant": "", "test_acc": 0.8, "run": str(tmp_path / "b")}]).to_csv(
+        tmp_path / "baselines.csv", index=False)
+    pd.DataFrame([{**row, "method": "soup", "variant": "g", "test_acc": 0.86, "run": str(soup_dir)}]).to_csv(
+        tmp_path / "soup.csv", index=False)
+    study(runs_csvs=[str(tmp_path / "soup.csv")], baseline_csv=str(tmp_path / "baselines.csv"),
+          extra={"soup_runs": [str(soup_dir / "run.json")]}, params={}, out_csv=str(tmp_path / "warm.csv"))
+    out = pd.read_csv(tmp_path / "warm.csv").set_index("method")
+    assert out.loc["soup", "best_ingredient_acc"] == pytest.approx(0.84)  # ingredient 1's test accuracy, not 0.88
+
+
+GREEDY = {"datasets": {"d": {"kind": "mnist1d", "mnist1d": {"num_samples": 400, "seed": 3}, "holdout": 60}},
+          "models": {"m": {"arch": "mlp", "args": {"hidden": [16]}}},
+          "train": {"epochs": 2, "batch_size": 32, "checkpoint_epochs": [], "optimizer": {"lr": 0.05}},
+          "baseline": {"seeds": [0, 1, 2]},
+          "warm": {"variants": {"tune": {"model": "m", "from": {"model": "m", "seed": 0},
+                                         "train": {"epochs": 1, "optimizer": {"lr": 0.2}}}}},
+          "soup": {"variants": {"g": {"model": "m", "ingredients": {"variant": "tune", "runs": 3},
+                                      "recipe": "greedy"}}}}
+
+
+def test_the_greedy_soup_chooses_its_ingredients_on_validation(tmp_path):
+    """A greedy soup of three fine-tunes of one past run, made again on a copy of the data whose test
+    labels are permuted: it takes the same ingredients after the same held-out accuracies. With the
+    validation labels replaced instead, the held-out accuracies (and so the choice) move."""
+    from reuse.data import prepare
+    from reuse.methods.weights.stage import train_soup, train_warm
+    from reuse.plan import run_path
+    from reuse.workflow import Job
+    from tests.helpers import method_job, train_baseline
+    from tests.methods.choices import assert_choice_ignores_test, fresh_dir, with_split_labels
+
+    cfg = validate_config(copy.deepcopy(GREEDY))
+    res = tmp_path / "res"
+    data_dir = res / "d" / "data"
+    prepare("d", GREEDY["datasets"]["d"], data_dir / "data.npz", data_dir / "dataset.json")
+    train_baseline(cfg, data_dir, res / run_path("d", "m", seed=0), "m")
+    for seed in (0, 1, 2):
+        train_warm(Job(**method_job(cfg, "warm", "d", "tune", seed, res, data_dir)))
+
+    def choose(data: Path) -> dict:
+        out = fresh_dir(tmp_path, "soup")
+        train_soup(Job(**method_job(cfg, "soup", "d", "g", 0, res, data, out=out)))
+        run = read_json(out / get("soup", cfg).run_dir(cfg, "d", "g", 0) / "run.json")
+        ings = [x for x in run["reused"] if x["kind"] == "soup_ingredient"]
+        return {"chosen": [x["chosen"] for x in ings], "heldout_acc": [x["heldout_acc"] for x in ings]}
+
+    def labels(split):
+        return lambda d, rng: with_split_labels(d, fresh_dir(tmp_path, "data"), rng, split, how="relabel")
+
+    got = assert_choice_ignores_test(choose, data_dir, labels("test"), perturb_val=labels("val"))
+    assert any(got["chosen"])

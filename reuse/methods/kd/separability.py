@@ -7,14 +7,18 @@ It spans the config's data sets of kind ``clusters`` (reuse/data/clusters.py), w
 (``Study.datasets``), reading every such data set's run tables through ``Study.extra``:
 
 - ``separability`` (kd): one row per data set, student sweep and temperature T: test accuracy over
-  the seeds (mean, bootstrap interval), its paired difference from the same student trained on hard
-  labels (the student's baseline), and the sweep's best T with its interval over seeds. A sweep is
-  the kd variants of one student model whose settings differ in the temperature only. The best T is
-  the T of the highest mean **test** accuracy: the question is which T distils best, and no choice
-  made on it is used elsewhere (nothing is tuned on test). Its interval: resample the seeds with
-  replacement (every T keeps the same resampled seeds: the runs of one seed share the teacher and the
-  data), take each resample's best T, and report the central ``confidence`` range of those best Ts
-  (on the sweep's grid of temperatures) and each T's share of the resamples (``best_share``).
+  the seeds (mean, t-interval), its paired difference from the same student trained on hard
+  labels (the student's baseline), the mean validation accuracy, and the sweep's best T with its
+  interval over seeds. A sweep is the kd variants of one student model whose settings differ in the
+  temperature only. The best T is the T of the highest mean **validation** accuracy of the students
+  (run.json ``final.val_acc``, the run tables' ``val_acc``: the data set's ``holdout`` examples), never
+  the test accuracy, which is only reported (``best_T_by``: ``val``). Where a sweep's runs have no
+  validation accuracy (a data set without ``holdout``, runs from before run.json recorded it) no best
+  T is chosen: the columns are empty, ``best_T_by`` says why and the job logs it. Its interval:
+  resample the seeds with replacement (every T keeps the same resampled seeds: the runs of one seed
+  share the teacher and the data), take each resample's best T, and report the central
+  ``confidence`` range of those best Ts (on the sweep's grid of temperatures) and each T's share of
+  the resamples (``best_share``).
 - ``separability_bias`` (bias): one row per data set and bias variant: the shift chosen on the
   validation split (per seed; its largest magnitude), validation accuracy before and after, test
   accuracy before and after, and the paired test difference with its interval.
@@ -25,6 +29,7 @@ The spec-side helpers (the data sets, the extra files, the params) import neithe
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from reuse.methods.registry import Study
@@ -58,8 +63,8 @@ def extra_files(method: str):
 
 
 def params(config: dict) -> dict:
-    """The report's bootstrap settings (the intervals here match the report's)."""
-    return {"bootstrap": dict(config["report"]["bootstrap"])}
+    """The report's confidence (the intervals here match the report's)."""
+    return {"confidence": float(config["report"]["confidence"])}
 
 
 #: the two studies (declared by kd's spec): built only where the config has clusters data sets
@@ -72,11 +77,12 @@ STUDIES = (
 
 
 # ----------------------------------------------------------------------------- the tables (in the job)
-def _boot(params: dict):
-    from reuse.metrics import Bootstrap
+def _confidence(params: dict) -> float:
+    return float(params.get("confidence", 0.95))
 
-    b = params.get("bootstrap") or {}
-    return Bootstrap(**{k: b[k] for k in ("resamples", "confidence", "method", "seed") if k in b})
+
+#: resamples of the seeds behind the best T's range (how stable the choice is), with a fixed seed
+BEST_T_RESAMPLES, BEST_T_SEED = 10000, 0
 
 
 def _separations(meta_files: list[str]) -> dict[str, dict]:
@@ -90,12 +96,14 @@ def _separations(meta_files: list[str]) -> dict[str, dict]:
     return out
 
 
-def best_temperature(acc: Any, temps: list[float], boot) -> dict:
+def best_temperature(acc: Any, temps: list[float], confidence: float = 0.95, resamples: int = BEST_T_RESAMPLES,
+                     seed: int = BEST_T_SEED) -> dict:
     """The best T of one sweep and its interval over seeds.
 
-    ``acc``: ``(seeds, temps)`` test accuracies (the seeds every T has). Returns ``best`` (the T of the
-    highest mean; ties to the lower T), ``lo``/``hi`` (the central ``boot.confidence`` range of the
-    best T over ``boot.resamples`` resamples of the seeds, on the grid ``temps``) and ``share`` (per T,
+    ``acc``: ``(seeds, temps)`` validation accuracies (the seeds every T has; the choice reads no test
+    accuracy). Returns ``best`` (the T of the
+    highest mean; ties to the lower T), ``lo``/``hi`` (the central ``confidence`` range of the
+    best T over ``resamples`` resamples of the seeds, on the grid ``temps``) and ``share`` (per T,
     the fraction of resamples it is best in)."""
     import numpy as np
 
@@ -108,16 +116,40 @@ def best_temperature(acc: Any, temps: list[float], boot) -> dict:
     if n < 2:
         return {"best": best, "lo": float("nan"), "hi": float("nan"), "share": [float("nan")] * len(temps),
                 "temps": temps}
-    rng = np.random.default_rng(boot.seed)
-    idx = rng.integers(0, n, size=(boot.resamples, n))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
     means = acc[idx].mean(1)  # (resamples, temps)
     winner = means.argmax(1)
-    share = np.bincount(winner, minlength=len(temps)) / boot.resamples
-    tail = (1 - boot.confidence) / 2
+    share = np.bincount(winner, minlength=len(temps)) / resamples
+    tail = (1 - confidence) / 2
     cdf = np.cumsum(share)
     lo = temps[int(np.searchsorted(cdf, tail - 1e-12, side="right"))]
     hi = temps[int(np.searchsorted(cdf, 1 - tail - 1e-12, side="left"))]
     return {"best": best, "lo": lo, "hi": hi, "share": share.tolist(), "temps": temps}
+
+
+#: ``best_T_by`` where a sweep's runs have no validation accuracy to choose the best T on
+NO_VAL = "none: no val_acc (the data set needs a holdout, its runs a run.json with final.val_acc)"
+
+
+def val_accuracies(table: Any) -> Any:
+    """Each run's validation accuracy (a Series aligned with ``table``): the run table's ``val_acc``
+    column, else (a table written before the column existed) run.json's ``final.val_acc`` of the run
+    in its ``run`` column; NaN where neither has one."""
+    import numpy as np
+    import pandas as pd
+
+    from reuse.io import read_json
+
+    if "val_acc" in table and table["val_acc"].notna().all():
+        return table["val_acc"].astype(float)
+    out = table["val_acc"].astype(float) if "val_acc" in table else pd.Series(np.nan, index=table.index)
+    for i, run in table.get("run", pd.Series(dtype=object)).items():
+        f = Path(str(run)) / "run.json"
+        if np.isnan(out[i]) and f.is_file():
+            v = (read_json(f).get("final") or {}).get("val_acc")
+            out[i] = np.nan if v is None else float(v)
+    return out
 
 
 def _sweep_key(row: Any, cfg_cols: list[str]) -> str:
@@ -134,9 +166,9 @@ def build(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
     import pandas as pd
 
     from reuse.io import atomic_path, read_csv
-    from reuse.metrics import describe, paired_comparison
+    from reuse.stats import describe, paired_comparison
 
-    boot = _boot(params)
+    confidence = _confidence(params)
     seps = _separations(extra["meta"])
     base = pd.concat([read_csv(f) for f in extra["baseline_tables"]], ignore_index=True)
     rows = []
@@ -145,20 +177,25 @@ def build(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
         if kd.empty:
             continue
         cfg_cols = sorted(c for c in kd.columns if c.startswith("cfg_") and kd[c].astype(str).nunique() > 1)
-        kd = kd.assign(sweep=[_sweep_key(r, cfg_cols) for _, r in kd.iterrows()])
+        kd = kd.assign(sweep=[_sweep_key(r, cfg_cols) for _, r in kd.iterrows()], val_acc=val_accuracies(kd))
         for (ds, model, sweep), g in kd.groupby(["dataset", "model", "sweep"], sort=True, dropna=False):
             temps = sorted({float(t) for t in g["cfg_temperature"]})
-            by_t = {t: dict(zip(g.loc[g["cfg_temperature"].astype(float) == t, "seed"].astype(int),
-                                g.loc[g["cfg_temperature"].astype(float) == t, "test_acc"])) for t in temps}
+            at = {t: g[g["cfg_temperature"].astype(float) == t] for t in temps}
+            by_t = {t: dict(zip(at[t]["seed"].astype(int), at[t]["test_acc"])) for t in temps}  # reported
+            val_t = {t: dict(zip(at[t]["seed"].astype(int), at[t]["val_acc"])) for t in temps}   # chosen on
             common = sorted(set.intersection(*(set(v) for v in by_t.values())))
-            best = best_temperature([[by_t[t][s] for t in temps] for s in common], temps, boot) if common else None
+            val = [[val_t[t][s] for t in temps] for s in common]
+            has_val = bool(common) and not np.isnan(np.asarray(val, dtype=float)).any()
+            best = best_temperature(val, temps, confidence) if has_val else None
+            if common and not has_val:
+                log.warning("separability: no best T for %s on %s (%s): %s", model, ds, sweep or "one sweep", NO_VAL)
             b = base[(base["dataset"] == ds) & (base["model"] == model)]
             hard = dict(zip(b["seed"].astype(int), b["test_acc"]))
             teacher_model = g["cfg_teacher_model"].iloc[0] if "cfg_teacher_model" in g else None
             tb = base[(base["dataset"] == ds) & (base["model"] == teacher_model)]["test_acc"]
             for t in temps:
-                d = describe(by_t[t].values(), boot)
-                cmp = paired_comparison(by_t[t], hard, boot)
+                d = describe(by_t[t].values(), confidence)
+                cmp = paired_comparison(by_t[t], hard, confidence)
                 i = best["temps"].index(t) if best else None
                 rows.append({"method": "kd", "dataset": ds, **seps.get(ds, {"separation": np.nan,
                                                                              "centre_rule_acc": np.nan}),
@@ -166,13 +203,16 @@ def build(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
                              "variants": ",".join(sorted(set(g.loc[g["cfg_temperature"].astype(float) == t,
                                                                     "variant"]))),
                              "n": d["n"], "acc_mean": d["mean"], "acc_lo": d["lo"], "acc_hi": d["hi"],
+                             "val_acc_mean": float(np.mean(list(val_t[t].values()))),
                              "hard_acc_mean": float(np.mean(list(hard.values()))) if hard else np.nan,
                              "teacher_acc_mean": float(tb.mean()) if len(tb) else np.nan,
                              "diff_vs_hard": cmp["diff_mean"], "diff_lo": cmp["diff_lo"], "diff_hi": cmp["diff_hi"],
                              "verdict": cmp["verdict"],
                              "best_T": best["best"] if best else np.nan, "best_T_lo": best["lo"] if best else np.nan,
                              "best_T_hi": best["hi"] if best else np.nan,
-                             "best_share": best["share"][i] if best else np.nan, "seeds_paired": len(common)})
+                             "best_share": best["share"][i] if best else np.nan,
+                             "best_T_by": "val" if best else (NO_VAL if common else "none: no seed has every T"),
+                             "seeds_paired": len(common)})
     cols = ["method", "dataset", "separation", "temperature", "acc_mean"]
     df = pd.DataFrame(rows).sort_values(["model", "sweep", "separation", "temperature"]) if rows else \
         pd.DataFrame(columns=cols)
@@ -190,9 +230,9 @@ def build_bias(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list
     import pandas as pd
 
     from reuse.io import atomic_path, read_csv, read_json
-    from reuse.metrics import describe, paired_comparison
+    from reuse.stats import describe, paired_comparison
 
-    boot = _boot(params)
+    confidence = _confidence(params)
     seps = _separations(extra["meta"])
     rows = []
     for f in extra["tables"]:
@@ -207,10 +247,10 @@ def build_bias(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list
                             "val_before": b["acc_before"], "val_after": b["acc"], "test_before": past["test_acc"],
                             "test_after": float(r["test_acc"]), "past": past["path"]})
             p = pd.DataFrame(per)
-            d_after = describe(p["test_after"], boot)
-            d_size = describe(p["size"], boot)
+            d_after = describe(p["test_after"], confidence)
+            d_size = describe(p["size"], confidence)
             cmp = paired_comparison(dict(zip(p["seed"], p["test_after"])), dict(zip(p["seed"], p["test_before"])),
-                                    boot)
+                                    confidence)
             src = (g["cfg_from_method"].iloc[0] if "cfg_from_method" in g else "") + \
                 (f"/{g['cfg_from_variant'].iloc[0]}" if "cfg_from_variant" in g and
                  isinstance(g["cfg_from_variant"].iloc[0], str) else "")
@@ -236,8 +276,8 @@ def build_bias(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list
 
 # ----------------------------------------------------------------------------- the charts (in the report)
 def charts(table) -> list[tuple[str, Any, str]]:
-    """Best T against separation (with its interval over seeds), and test accuracy per T against
-    separation."""
+    """Best T (chosen on validation accuracy) against separation (with its interval over seeds), and
+    test accuracy per T against separation."""
     import altair as alt
 
     t = table[table["method"] == "kd"] if "method" in table else table
@@ -247,12 +287,12 @@ def charts(table) -> list[tuple[str, Any, str]]:
     best["student"] = best["model"]
     enc_x = alt.X("separation:Q", title="separation (centre distance / within-cluster std)")
     pts = alt.Chart(best).mark_point(filled=True, size=80).encode(
-        x=enc_x, y=alt.Y("best_T:Q", scale=alt.Scale(type="log"), title="best T (highest mean test accuracy)"),
+        x=enc_x, y=alt.Y("best_T:Q", scale=alt.Scale(type="log"), title="best T (highest mean val. accuracy)"),
         color=alt.Color("student:N"),
         tooltip=["dataset", "separation", "student", "best_T", "best_T_lo", "best_T_hi",
                  alt.Tooltip("centre_rule_acc:Q", format=".3f")])
     bars = alt.Chart(best).mark_rule().encode(x=enc_x, y=alt.Y("best_T_lo:Q", scale=alt.Scale(type="log"),
-                                                               title="best T (highest mean test accuracy)"),
+                                                               title="best T (highest mean val. accuracy)"),
                                               y2="best_T_hi:Q", color="student:N")
     line = alt.Chart(best).mark_line(strokeDash=[4, 3]).encode(x=enc_x, y="best_T:Q", color="student:N")
     first = (bars + line + pts).properties(width=360, height=240)
@@ -266,12 +306,12 @@ def charts(table) -> list[tuple[str, Any, str]]:
     band = alt.Chart(acc).mark_errorbar().encode(x=enc_x, y=alt.Y("diff_lo:Q", title=y_title), y2="diff_hi:Q",
                                                  color=alt.Color("T:O", title="T"))
     return [("Best distillation temperature against separation", first,
-             "Each point: the temperature whose students have the highest mean test accuracy over the seeds, on one "
-             "clusters data set; bar: the central 95% of the best T over bootstrap resamples of the seeds (every T "
-             "resampled with the same seeds); log scale."),
+             "Each point: the temperature whose students have the highest mean validation accuracy over the seeds "
+             "(chosen on the held-out examples, never on test), on one clusters data set; bar: the central 95% of "
+             "the best T over bootstrap resamples of the seeds (every T resampled with the same seeds); log scale."),
             ("Gain of distillation over hard labels, per temperature", second + band,
              "Mean over seeds of the student's test accuracy minus that of the same student trained on hard labels "
-             "(paired by seed), with its 95% bootstrap interval.")]
+             "(paired by seed), with its 95% t-interval.")]
 
 
 def bias_charts(table) -> list[tuple[str, Any, str]]:
@@ -297,4 +337,4 @@ def bias_charts(table) -> list[tuple[str, Any, str]]:
     return [("Best bias shift against separation", (size + size_bars).properties(width=320, height=220) |
              (gain + gain_bars).properties(width=320, height=220),
              "Left: the largest magnitude of the per-class shifts chosen on the validation split, mean over seeds "
-             "with its 95% bootstrap interval; right: the shift's effect on test accuracy (paired by seed).")]
+             "with its 95% t-interval; right: the shift's effect on test accuracy (paired by seed).")]

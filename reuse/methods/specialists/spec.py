@@ -17,7 +17,7 @@ from reuse.plan import deep_merge, late_milestones, recipe_for
 
 
 def _params(config: dict) -> dict:
-    return {"bootstrap": config["report"]["bootstrap"]}
+    return {"confidence": config["report"]["confidence"]}
 
 
 def _extra(config: dict, dataset: str) -> dict[str, list[str]]:

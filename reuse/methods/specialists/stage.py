@@ -201,23 +201,20 @@ def train(job: Job) -> None:
 
 
 # ----------------------------------------------------------------------------- the study
-def _boot(params: dict):
-    from reuse.metrics import Bootstrap
-
-    b = params.get("bootstrap") or {}
-    return Bootstrap(**{k: b[k] for k in ("resamples", "confidence", "method", "seed") if k in b})
+def _confidence(params: dict) -> float:
+    return float(params.get("confidence", 0.95))
 
 
 def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]], params: dict, out_csv: str) -> None:
     """``specialists.csv``: per (model, variant) and number of specialists covering the true class
     (``covering``: 0, 1, 2, ..., and ``all``), the test accuracy of the generalist and of the
-    combination (mean over seeds, bootstrap interval), their paired difference per seed with its
+    combination (mean over seeds, t-interval), their paired difference per seed with its
     interval, the examples per seed, and the groups' match with superclasses where known."""
     import pandas as pd
 
-    from reuse.metrics import describe, paired_comparison
+    from reuse.stats import describe, paired_comparison
 
-    boot = _boot(params)
+    confidence = _confidence(params)
     per_seed = []
     for npz, rj in zip(extra.get("specialist_predictions", []), extra.get("specialist_runs", []), strict=True):
         run = read_json(rj)
@@ -238,7 +235,8 @@ def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]
         for (model, variant, k), d in ps.groupby(["model", "variant", "covering"], sort=False):
             gen = dict(zip(d["seed"], d["acc_generalist"]))
             com = dict(zip(d["seed"], d["acc_combined"]))
-            sg, sc, pc = describe(gen.values(), boot), describe(com.values(), boot), paired_comparison(com, gen, boot)
+            sg, sc, pc = (describe(gen.values(), confidence), describe(com.values(), confidence),
+                          paired_comparison(com, gen, confidence))
             rows.append({"model": model, "variant": variant, "covering": k, "seeds": len(d),
                          "examples": float(d["n"].mean()), "groups": int(d["groups"].iloc[0]),
                          "acc_generalist": sg["mean"], "acc_generalist_lo": sg["lo"], "acc_generalist_hi": sg["hi"],
@@ -287,6 +285,6 @@ def charts(table) -> list[tuple[str, Any, str]]:
     err = base.mark_rule().encode(x=x, xOffset=xo, y="lo:Q", y2="hi:Q", color=color)
     chart = alt.layer(err, bars).properties(width=220, height=220).facet(column=alt.Column("variant:N", title=None))
     return [("Generalist and combination by specialists covering the true class", chart,
-             "Mean test accuracy over seeds with its 95% bootstrap interval, on all test examples and on those whose "
+             "Mean test accuracy over seeds with its 95% t-interval, on all test examples and on those whose "
              "class is covered by 0, 1, 2, ... specialists; the paper (JFT, 61 specialists): the gain grows with the "
              "number covering the true class.")]

@@ -46,7 +46,7 @@ def counterfactual_charts(table: pd.DataFrame) -> list[tuple[str, alt.Chart, str
                      alt.Tooltip("acc_hi:Q", format=".2%"), "seeds:N", "removed:N"])
         panels.append(alt.layer(band, bars, lines).properties(width=WIDTH, height=220, title=TRANSFER_TITLES[t]))
     return [("Target accuracy without k source classes", alt.hconcat(*panels).resolve_scale(y="independent"),
-             "Mean target test accuracy over seeds with its 95% bootstrap interval, against the number of source "
+             "Mean target test accuracy over seeds with its 95% t-interval, against the number of source "
              "classes removed: the most harmful and the most helpful by the influence table, or random ones; k = 0 "
              "and the grey band: the full source. The published direction: without the most harmful classes above "
              "the full source, without the most helpful below it.")]
@@ -63,9 +63,8 @@ def influence_charts(table: pd.DataFrame) -> list[tuple[str, alt.Chart, str]]:
     yy = alt.Y("name:N", sort=order, title="source class")
     color = alt.Color("sign:N", title=None, scale=alt.Scale(domain=["helps", "hurts"], range=["#4575b4", "#d73027"]))
     base = alt.Chart(d)
-    rule = base.mark_rule(strokeWidth=2).encode(x=alt.X("influence_lo:Q", title="influence (sum over target "
-                                                                                   "examples)"), x2="influence_hi:Q",
-                                                y=yy, color=color)
+    x = alt.X("influence_lo:Q", title="influence (sum over target validation examples)")
+    rule = base.mark_rule(strokeWidth=2).encode(x=x, x2="influence_hi:Q", y=yy, color=color)
     pts = base.mark_point(filled=True, size=60).encode(
         x="influence:Q", y=yy, color=color,
         tooltip=["name:N", alt.Tooltip("influence:Q", format=".3f"), alt.Tooltip("influence_lo:Q", format=".3f"),
@@ -75,7 +74,9 @@ def influence_charts(table: pd.DataFrame) -> list[tuple[str, alt.Chart, str]]:
     return [("Influence of each source class on the target", alt.layer(zero, rule, pts).properties(
         width=2 * WIDTH, height=max(120, 16 * len(d))),
         f"Per source class: the mean over the subset runs that trained on it, minus the mean over those that did "
-        f"not, of the summed {metric} of the target test examples after the {TRANSFER_TITLES.get(using, using)}; "
+        f"not, of the summed {metric} of the target's validation examples after the "
+        f"{TRANSFER_TITLES.get(using, using)} (the counterfactuals pick their classes from it; no test example is "
+        "read); "
         "line: 95% bootstrap interval over the subset runs.")]
 
 
@@ -95,5 +96,5 @@ def subpopulation_charts(table: pd.DataFrame) -> list[tuple[str, alt.Chart, str]
     height = max(120, 18 * d["target_name"].nunique())
     return [("Source classes that most influence each target class", heat.properties(width=2 * WIDTH, height=height),
              "Each row: one target class; coloured cells: its most helpful source classes (blue) and its most "
-             "harmful one (red), by the influence summed over that target class's test examples; empty: not among "
-             "them.")]
+             "harmful one (red), by the influence summed over that target class's validation examples; empty: not "
+             "among them.")]

@@ -143,17 +143,5 @@ def per_example(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]
     return {"prob": p[rows, y], "margin": own - other.max(1), "correct": (z.argmax(1) == y).astype(np.float64)}
 
 
-def mean_interval(values: np.ndarray, *, resamples: int = 1000, confidence: float = 0.95,
-                  seed: int = 0) -> tuple[float, float]:
-    """A percentile bootstrap interval of the mean of ``values`` (NaN with fewer than two)."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(1)
-    a = (1 - confidence) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
-
-
-__all__ = ["KINDS", "METRICS", "bootstrap_influence", "coverage_gaps", "group_sums", "influences", "mean_interval",
+__all__ = ["KINDS", "METRICS", "bootstrap_influence", "coverage_gaps", "group_sums", "influences",
            "per_example", "removed_classes", "subset_classes", "subset_masks", "subset_size"]

@@ -20,7 +20,8 @@ if _TRANSFER.declared(config) and list(_TRANSFER.variants(config)):
             stage="reuse.methods.transfer.stage:influence_rule",
             using=config["transfer"]["influence"]["using"],
             metric=config["transfer"]["influence"]["metric"],
-            bootstrap=config["report"]["bootstrap"],
+            resamples=config["transfer"]["influence"]["resamples"],
+            confidence=config["report"]["confidence"],
         log:
             f"{R}/{_TRANSFER_FILES['table'].rsplit('/', 1)[0]}/influence.log",
         conda:

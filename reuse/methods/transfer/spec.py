@@ -8,6 +8,10 @@ target predictions of the runs with and without each class. Then, once per seed:
 (``full``), and the source without the k most harmful, the k most helpful or k random classes
 (``harmful_k<k>``, ``helpful_k<k>``, ``random_k<k>``), each transferred the same way. Every run lives
 under the source dataset: ``<source>/<model>/transfer/<variant>/s<seed>``.
+
+The target needs a validation split (``datasets.<target>.holdout``): the influences, and so the
+classes a counterfactual removes, are estimated on the transfers' predictions of its validation
+examples; its test split only scores the transfers.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def _by_class_extra(config: dict, dataset: str) -> dict[str, list[str]]:
 
 def _study_params(config: dict) -> dict:
     b = config.get("transfer") or {}
-    return {"bootstrap": config["report"]["bootstrap"], "top": (b.get("influence") or {}).get("top", 3)}
+    return {"confidence": config["report"]["confidence"], "top": (b.get("influence") or {}).get("top", 3)}
 
 
 class Transfer(Method):
@@ -155,9 +159,10 @@ class Transfer(Method):
         return False
 
     def extra_outputs(self, config: dict, name: str) -> list[str]:
-        """Per run: the target test predictions of both transfers (``transfer.npz``: per example the
-        probability of the correct class, the margin, whether it is correct) and their summary
-        (``transfer.json``: accuracies, costs, the source classes trained on, by id)."""
+        """Per run: both transfers' predictions of the target's test examples and, as ``val_*``, of its
+        validation examples (``transfer.npz``: per example the probability of the correct class, the
+        margin, whether it is correct) and their summary (``transfer.json``: test and validation
+        accuracies, costs, the source classes trained on, by id)."""
         return ["transfer.npz", "transfer.json"]
 
     # -- files
@@ -174,8 +179,8 @@ class Transfer(Method):
                 "source": [f"{src}/data/dataset.json"]}
 
     def inputs(self, config: dict, dataset: str, name: str, seed: int) -> dict[str, list[str]]:
-        """``target``: the prepared target dataset; ``influence``: the influence table (a run without
-        the most harmful or helpful classes)."""
+        """``target``: the prepared target dataset; ``influence``: the influence table, estimated on the
+        target's validation split (a run without the most harmful or helpful classes)."""
         t = self.block(config)["target"]
         out = {"target": [f"{t}/data/data.npz", f"{t}/data/dataset.json"]}
         if self.split(name)[0] in ("harmful", "helpful"):
@@ -220,6 +225,11 @@ class Transfer(Method):
             if spec["kind"] == "text":
                 out.append(f"transfer.{key}: dataset '{b[key]}' is text; transfer here needs inputs that one model "
                            "takes from both datasets (signals or images)")
+        if not tgt.get("holdout"):
+            out.append(f"transfer.target: dataset '{b['target']}' has no validation split; the influences, and the "
+                       "classes the harmful and helpful counterfactuals remove, are estimated on it (never on the test "
+                       f"split, which only scores the transfers); set datasets.{b['target']}.holdout (e.g. as many "
+                       "examples as the transfers train on: they are taken out of its training split)")
         if out:
             return out
         s_shape, t_shape = input_shape(src), input_shape(tgt)

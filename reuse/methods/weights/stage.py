@@ -101,7 +101,9 @@ def train_soup(job: Job) -> None:
     reused: dict[str, dict] = {}  # by path: ingredients that share a past run count it once
     for i, r in enumerate(ingredient_runs):
         lines = past_run_cost(r)
-        lines[0].update(kind="soup_ingredient", chosen=i in chosen,
+        val_acc = read_json(f"{r}/run.json")["final"].get("val_acc")  # the study's best ingredient reads it
+        lines[0].update(kind="soup_ingredient", chosen=i in chosen, **({"val_acc": val_acc} if val_acc is not None
+                                                                      else {}),
                         **({"heldout_acc": info["scores"][i]} if info else {}))
         for x in lines:
             reused.setdefault(x["path"], x)
@@ -128,17 +130,44 @@ def train_averaging(job: Job) -> None:
     job.fit(data, recipe={**recipe, "checkpoint_epochs": []}, algorithms=[algo])
 
 
+#: what a soup ingredient's held-out accuracy is read from, in order: the greedy soup's own evaluation
+#: on the val split (after its BatchNorm recompute), then the ingredient run's final val accuracy
+INGREDIENT_VAL_KEYS = ("heldout_acc", "val_acc")
+
+
+def best_ingredient(reused: list[dict]) -> dict | None:
+    """The soup ingredient (one of a soup run's ``reused`` records) with the highest validation
+    accuracy (:data:`INGREDIENT_VAL_KEYS`; ties to the first listed): the soup's bar, chosen on
+    validation as Wortsman et al. choose it, its test accuracy only reported. None where an
+    ingredient has no validation accuracy (a dataset without ``holdout``, or a run from before
+    run.json recorded one): a best ingredient is then not chosen at all, never by test accuracy."""
+    ings = [x for x in reused if x["kind"] == "soup_ingredient"]
+    vals = [next((x[k] for k in INGREDIENT_VAL_KEYS if x.get(k) is not None), None) for x in ings]
+    if not ings or any(v is None for v in vals):
+        return None
+    return ings[max(range(len(ings)), key=lambda i: (vals[i], -i))]
+
+
 def study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]], params: dict, out_csv: str) -> None:
     """Warm starts, soups and weight averaging side by side with the baseline from scratch: per
     (method, variant) the mean test accuracy over seeds with a 95% t-interval, own and reused time,
-    and for soups the mean accuracy of their best ingredient (the soup's bar)."""
+    and for soups the mean test accuracy of their best ingredient, the one with the highest validation
+    accuracy (:func:`best_ingredient`; the soup's bar)."""
     import pandas as pd
     from scipy import stats
 
     runs = pd.concat([read_csv(f) for f in [baseline_csv, *runs_csvs]], ignore_index=True)
     runs = runs[runs["model"].isin(set(pd.concat([read_csv(f) for f in runs_csvs])["model"]))]
-    best_ing = {run_key(Path(f).parent): max(x["test_acc"] for x in read_json(f)["reused"]
-                                             if x["kind"] == "soup_ingredient") for f in extra["soup_runs"]}
+    best_ing, unchosen = {}, []
+    for f in extra["soup_runs"]:
+        best = best_ingredient(read_json(f)["reused"])
+        if best is None:
+            unchosen.append(str(Path(f).parent))
+        best_ing[run_key(Path(f).parent)] = best["test_acc"] if best is not None else float("nan")
+    if unchosen:
+        log.warning("soup runs %s: an ingredient has no validation accuracy, so no best ingredient is chosen "
+                    "(best_ingredient_acc is empty; it is chosen on validation, never on test); give their dataset a "
+                    "`holdout` and re-run them", unchosen)
     runs["best_ingredient_acc"] = runs["run"].map(run_key).map(best_ing)
     runs["variant"] = runs["variant"].fillna("")
 
