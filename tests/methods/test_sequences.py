@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +50,8 @@ CONFIG = {
     "retrain": {"model": "m", "seeds": [0], "parts": [0.5, 1.0], "train": {"epochs": 2},
                 "policies": {"scratch": {}, "kd": {"teacher": "previous"},
                              "forget": {"select": {"score": "forgetting", "keep": 0.5}},
-                             "el2n": {"select": {"score": "el2n", "keep": 0.5}}}},
+                             "el2n": {"select": {"score": "el2n", "keep": 0.5}}, "warm": {"init": "previous"},
+                             "long": {"equal_cost": "warm", "steps": "last"}}},
 }
 
 
@@ -334,10 +336,11 @@ def test_a_retraining_sequence_end_to_end(cfg, data_dir, tmp_path):
     m = get("retrain", cfg)
     runs = {}
     for policy in cfg["retrain"]["policies"]:
-        for s in (1, 2):
+        for s in m.policy_steps(cfg, policy):
             job = method_job(cfg, "retrain", "d", m.step_name(policy, s), 0, tmp_path, data_dir)
             train_step(Job(**job))
             runs[policy, s] = read_json(job["outputs"]["run"])
+    assert set(runs) == {(p, s) for p in cfg["retrain"]["policies"] for s in (1, 2)} - {("long", 1)}
     n = runs["scratch", 2]["sequence"]["examples"]
     assert runs["scratch", 1]["sequence"]["trained_on"] == round(n / 2)
     for pol in ("forget", "el2n"):
@@ -345,7 +348,8 @@ def test_a_retraining_sequence_end_to_end(cfg, data_dir, tmp_path):
         assert q["old_kept"] == round(0.5 * q["old"]) and q["trained_on"] == n - q["old"] + q["old_kept"]
     assert [x["kind"] for x in runs["kd", 2]["reused"]] == ["logit_cache"]
     steps = cumulative(sequence_rows([str(tmp_path / m.run_dir(cfg, "d", m.step_name(p, s), 0) / "run.json")
-                                      for p in cfg["retrain"]["policies"] for s in (1, 2)]))
+                                      for p, s in runs]))
+    assert runs["long", 2]["sequence"]["own_flops"] == sum(runs["warm", s]["sequence"]["own_flops"] for s in (1, 2))
     assert anchor_policy(steps) == "scratch"
     g = steps[steps["policy"] == "kd"].sort_values("step")
     assert g["cum_flops"].tolist() == [g["own_flops"].iloc[0], g["own_flops"].sum()]
@@ -355,7 +359,7 @@ def test_a_retraining_sequence_end_to_end(cfg, data_dir, tmp_path):
 def _row(policy, seed, step, val, test, flops, state="COMPLETE", scenario="search", **cfg):
     return {"dataset": "d", "model": "m", "scenario": scenario, "policy": policy, "seed": seed, "step": step,
             "state": state, "val_acc": val, "test_acc": test, "own_flops": flops, "own_time_s": flops / 10,
-            "config": cfg}
+            "equal_cost": cfg.get("equal_cost"), "config": cfg}
 
 
 def test_the_shipped_model_is_chosen_on_validation():
@@ -369,26 +373,288 @@ def test_the_shipped_model_is_chosen_on_validation():
     assert out["cum_flops"].tolist() == [10, 20, 30, 40]
 
 
-def test_policy_study_speedups(tmp_path, monkeypatch):
+def _tables(tmp_path, monkeypatch, rows, name="s"):
+    """The steps and policy tables the studies write from ``rows`` (one per run), read back."""
     import pandas as pd
 
+    from reuse.methods.sequences.stage import steps_study
+
+    monkeypatch.setattr("reuse.methods.sequences.stage.sequence_rows", lambda files: pd.DataFrame(copy.deepcopy(rows)))
+    kw = {"runs_csvs": [], "baseline_csv": "", "extra": {"runs_json": []}, "params": {"confidence": 0.95}}
+    steps_study(**kw, out_csv=str(tmp_path / f"{name}_steps.csv"))
+    policy_study(**kw, out_csv=str(tmp_path / f"{name}.csv"))
+    return pd.read_csv(tmp_path / f"{name}_steps.csv"), pd.read_csv(tmp_path / f"{name}.csv").set_index("policy")
+
+
+def _search_rows():
     rows = []
     for seed in (0, 1, 2):
-        # the anchor reaches 0.8 at its last step (cost 40); "fast" reaches 0.8 at step 1 (cost 2 * 5);
-        # "never" stays below
-        rows += [_row("anchor", seed, k, 0.5 + 0.1 * k, 0.5 + 0.1 * k, 10) for k in range(4)]
-        rows += [_row("fast", seed, k, 0.7 + 0.1 * k, 0.7 + 0.1 * k, 5, teacher="best") for k in range(4)]
-        rows += [_row("never", seed, k, 0.1, 0.1, 1, init="best") for k in range(4)]
-    monkeypatch.setattr("reuse.methods.sequences.stage.sequence_rows", lambda files: pd.DataFrame(rows))
-    out = tmp_path / "s.csv"
-    policy_study(runs_csvs=[], baseline_csv="", extra={"runs_json": []},
-                 params={"bootstrap": {"resamples": 200, "seed": 0}}, out_csv=str(out))
-    df = pd.read_csv(out).set_index("policy")
+        # the anchor: validation 0.5, 0.8, 0.6, 0.7 -> ships trial 1 from trial 1 on: its target is 0.8, which it
+        # reaches at trial 1 (cost 20 of its 40): its speed-up is 1, not 40 / 20; its test accuracy peaks at trial 3
+        rows += [_row("anchor", seed, k, v, t, 10) for k, (v, t) in
+                 enumerate([(0.5, 0.5), (0.8, 0.6), (0.6, 0.7), (0.7, 0.9)])]
+        # "fast" gets to 0.8 on validation at trial 0 (cost 5 + seed): 20 / (5 + seed)
+        rows += [_row("fast", seed, k, 0.8 + 0.01 * k, 0.5, 5 + seed, teacher="best") for k in range(4)]
+        # "never" stays below on validation (its test accuracy is higher than the anchor's: never read)
+        rows += [_row("never", seed, k, 0.1, 0.99, 1 + seed, init="best") for k in range(4)]
+        # "late" reaches it in repeats 0 and 1 at its last trial (cost 8), never in repeat 2 (total 8)
+        rows += [_row("late", seed, k, 0.85 if (k == 3 and seed < 2) else 0.2, 0.3, 2,
+                      pruner={"kind": "halving"}) for k in range(4)]
+    return rows
+
+
+def test_policy_study_speedups(tmp_path, monkeypatch):
+    """Against the anchor, per repeat: the anchor's cost to reach its own target (its final shipped model's
+    validation accuracy) over the policy's cost to reach it; geometric mean, t-interval on the logs."""
+    from reuse import stats
+
+    steps, df = _tables(tmp_path, monkeypatch, _search_rows())
     assert (df["anchor"] == "anchor").all()
-    assert df.loc["fast", "speedup_flops"] == pytest.approx(40 / 10)
-    assert df.loc["anchor", "speedup_flops"] == pytest.approx(1.0)
-    assert df.loc["never", "speedup_flops"] == 0 and df.loc["never", "reached"] == 0
-    assert df.loc["fast", "reached"] == 3 and df.loc["fast", "test_acc"] == pytest.approx(1.0)
+    a = df.loc["anchor"]
+    # the anchor's speed-up over itself is 1 exactly, with a degenerate interval, in FLOPs and wall-clock
+    for axis in ("flops", "time"):
+        assert (a[f"speedup_{axis}"], a[f"speedup_{axis}_lo"], a[f"speedup_{axis}_hi"]) == (1.0, 1.0, 1.0)
+        assert df.loc["anchor", f"speedup_{axis}_bound"] != df.loc["anchor", f"speedup_{axis}_bound"]  # NaN: none
+    assert a["reach_cum_flops"] == a["anchor_reach_cum_flops"] == 20 and a["total_flops"] == 40
+    assert a["target_val_acc"] == pytest.approx(0.8) and a["reached"] == 3 and a["n_censored"] == 0
+    # fast: 20 / 5, 20 / 6, 20 / 7, geometric mean, t-interval of the logs
+    ups = np.array([20 / 5, 20 / 6, 20 / 7])
+    lo, hi = stats.mean_ci(np.log(ups))
+    f = df.loc["fast"]
+    assert f["speedup_flops"] == pytest.approx(np.exp(np.log(ups).mean()))
+    assert (f["speedup_flops_lo"], f["speedup_flops_hi"]) == pytest.approx((np.exp(lo), np.exp(hi)))
+    assert f["reach_cum_flops"] == pytest.approx(6) and f["reached"] == 3 and f["pairs"] == 3
+    # the steps table marks the target and where each shipped model is at it
+    st = steps.set_index(["policy", "seed", "step"])
+    assert (steps["target_val_acc"] == 0.8).all()
+    assert st.loc[("anchor", 0), "at_target"].tolist() == [False, True, True, True]
+    assert st.loc[("late", 0), "at_target"].tolist() == [False, False, False, True]
+
+
+def test_a_repeat_that_never_reaches_the_target_is_censored_not_dropped_nor_zero(tmp_path, monkeypatch):
+    """Its speed-up is the anchor's cost over its whole cost, an upper bound: counted in n_censored, with the
+    summary an upper bound (interval from 0)."""
+    import math
+
+    _, df = _tables(tmp_path, monkeypatch, _search_rows())
+    n = df.loc["never"]
+    ups = np.array([20 / 4, 20 / 8, 20 / 12])  # its whole cost: 4 trials of 1, 2, 3
+    assert n["speedup_flops"] == pytest.approx(np.exp(np.log(ups).mean())) and n["speedup_flops"] > 0
+    assert n["speedup_flops_bound"] == "upper" and n["speedup_time_bound"] == "upper"
+    assert n["n_censored"] == 3 and n["reached"] == 0 and n["pairs"] == 3
+    assert n["speedup_flops_lo"] == 0 and math.isfinite(n["speedup_flops_hi"])
+    assert n["reach_bound"] == "lower" and n["reach_cum_flops"] == pytest.approx(8)  # at least its whole cost
+    # one repeat of three censored: all three in the mean (20/8, 20/8, 20/8: the censored one at its total)
+    late = df.loc["late"]
+    assert late["speedup_flops"] == pytest.approx(20 / 8) and late["n_censored"] == 1 and late["reached"] == 2
+    assert late["speedup_flops_bound"] == "upper"
+    assert df.loc["fast", "n_censored"] == 0 and df.loc["fast", "speedup_flops_bound"] != "upper"
+
+
+def test_test_accuracy_changes_no_choice_target_reach_or_speed_up(tmp_path, monkeypatch):
+    """Replacing every run's test accuracy with other numbers changes only the reported test accuracies
+    (and their differences) in both study tables: the shipped models, targets, reaches, speed-ups, costs
+    and which policy reaches the target cheapest all come from validation accuracy and cost."""
+    import pandas as pd
+
+    rows = _search_rows() + [dict(r, scenario="search", policy="warm", config={"init": "best"},
+                                  val_acc=r["val_acc"] + 0.05, own_flops=7) for r in _search_rows()
+                             if r["policy"] == "anchor"]
+    rng = np.random.default_rng(0)
+    shuffled = [dict(r, test_acc=float(rng.uniform(0, 1))) for r in rows]
+    steps_a, pol_a = _tables(tmp_path, monkeypatch, rows, "a")
+    steps_b, pol_b = _tables(tmp_path, monkeypatch, shuffled, "b")
+    test_cols = {c for c in pol_a.columns if "test" in c}
+    assert {"test_acc", "test_acc_lo", "test_acc_hi"} <= test_cols
+    pd.testing.assert_frame_equal(pol_a.drop(columns=sorted(test_cols)), pol_b.drop(columns=sorted(test_cols)))
+    assert not np.allclose(pol_a["test_acc"], pol_b["test_acc"])
+    keep = [c for c in steps_a.columns if "test" not in c]
+    pd.testing.assert_frame_equal(steps_a[keep], steps_b[keep])
+    assert (steps_a["shipped_step"] == steps_b["shipped_step"]).all()
+    # retraining: the same with the equal-cost comparator and its gain (only the test gain may change)
+    rows = _retrain_rows()
+    shuffled = [dict(r, test_acc=float(rng.uniform(0, 1))) for r in rows]
+    steps_a, pol_a = _tables(tmp_path, monkeypatch, rows, "c")
+    steps_b, pol_b = _tables(tmp_path, monkeypatch, shuffled, "d")
+    test_cols = sorted(c for c in pol_a.columns if "test" in c)
+    assert "gain_test_acc" in test_cols and "gain_test_verdict" in test_cols
+    pd.testing.assert_frame_equal(pol_a.drop(columns=test_cols), pol_b.drop(columns=test_cols))
+    keep = [c for c in steps_a.columns if "test" not in c]
+    pd.testing.assert_frame_equal(steps_a[keep], steps_b[keep])
+
+
+def _retrain_rows():
+    """scratch (anchor) and warm over 3 steps, and warm's equal-cost comparator at the last step."""
+    rows = []
+    for seed in (0, 1, 2):
+        for k in (1, 2, 3):
+            rows.append(_row("scratch", seed, k, 0.5 + 0.1 * k, 0.5 + 0.1 * k, 10 * k, scenario="retrain"))
+            rows.append(_row("warm", seed, k, 0.55 + 0.12 * k, 0.55 + 0.1 * k, 10, scenario="retrain",
+                             init="previous"))
+        rows.append(_row("long", seed, 3, 0.8 + 0.01 * seed, 0.8 + 0.02 * seed, 30, scenario="retrain",
+                         equal_cost="warm", steps="last"))
+    return rows
+
+
+def test_the_equal_cost_comparator_and_the_gain_over_it(tmp_path, monkeypatch):
+    """The comparator is no anchor; its cost at its step is its own run's, equal to warm's cumulative cost;
+    warm's gain over it is paired by repeat at that step, with a t-interval and a Holm-adjusted p-value."""
+    from reuse import stats
+
+    steps, df = _tables(tmp_path, monkeypatch, _retrain_rows())
+    assert (df["anchor"] == "scratch").all() and not df.loc["long", "is_anchor"]
+    assert df.loc["long", "steps"] == 1 and df.loc["long", "equal_cost_of"] == "warm"
+    assert df.loc["warm", "equal_cost_policy"] == "long"
+    st = steps.set_index(["policy", "seed", "step"])
+    for seed in (0, 1, 2):
+        assert st.loc[("long", seed, 3), "cum_flops"] == st.loc[("warm", seed, 3), "cum_flops"] == 30
+    assert df.loc["long", "total_flops"] == df.loc["warm", "total_flops"] == 30
+    w = df.loc["warm"]
+    assert w["gain_step"] == 3 and w["gain_pairs"] == 3 and w["gain_cost_ratio_flops"] == 1.0
+    d_test = np.array([0.85 - (0.8 + 0.02 * s) for s in (0, 1, 2)])
+    d_val = np.array([0.91 - (0.8 + 0.01 * s) for s in (0, 1, 2)])
+    assert w["gain_test_acc"] == pytest.approx(d_test.mean())
+    assert (w["gain_test_acc_lo"], w["gain_test_acc_hi"]) == pytest.approx(stats.mean_ci(d_test))
+    assert w["gain_val_acc"] == pytest.approx(d_val.mean())
+    assert w["gain_test_acc_p"] == pytest.approx(stats.t_test(d_test))
+    assert w["gain_test_acc_p_holm"] == pytest.approx(stats.t_test(d_test))  # a family of one
+    assert w["gain_test_verdict"] == stats.decide(d_test.mean(), stats.t_test(d_test))
+    # the anchor: scratch reaches its target (0.8 on validation) at its last step only: 1 exactly; the
+    # comparator reaches it at its one step, for warm's cumulative cost (30 against the anchor's 60)
+    assert df.loc["scratch", "speedup_flops"] == 1.0 and df.loc["long", "speedup_flops"] == pytest.approx(2.0)
+    for pol in ("scratch", "long"):
+        assert np.isnan(df.loc[pol, "gain_test_acc"])
+
+
+def test_the_anchor_is_never_the_equal_cost_comparator():
+    import pandas as pd
+
+    df = pd.DataFrame([_row("long", 0, 2, 0.5, 0.5, 1, scenario="retrain", equal_cost="warm", steps="last"),
+                       _row("scratch", 0, 1, 0.5, 0.5, 1, scenario="retrain"),
+                       _row("warm", 0, 1, 0.5, 0.5, 1, scenario="retrain", init="previous")])
+    assert anchor_policy(df) == "scratch"
+
+
+def _equal_cost_cfg(**retrain) -> dict:
+    c = copy.deepcopy(CONFIG)
+    c["retrain"] = {"model": "m", "seeds": [0], "parts": [0.4, 1.0], "train": {"epochs": 2, "schedule": {"name": "cosine"}},
+                    "policies": {"scratch": {}, "warm": {"init": "previous"},
+                                 "long": {"equal_cost": "warm", "steps": "last"}}, **retrain}
+    return c
+
+
+def test_an_equal_cost_step_trains_exactly_the_warm_chains_examples(data_dir, tmp_path):
+    """In process: scratch and warm over 2 steps, then long at step 2 from scratch on all the data for warm's
+    2 x (40 % + 100 %) epochs = 2.8 epochs (2 whole and part of a third): its training examples and FLOPs
+    equal warm's cumulative ones, its schedule spans exactly its steps, and the steps table says so."""
+    import pandas as pd
+
+    from reuse.methods.sequences.algorithms import ExampleBudget
+    from reuse.methods.sequences.stage import steps_study
+
+    cfg = validate_config(_equal_cost_cfg())
+    m = get("retrain", cfg)
+    assert [v for _, v in m.variants(cfg)] == ["scratch_p01", "scratch_p02", "warm_p01", "warm_p02", "long_p02"]
+    assert m.inputs(cfg, "d", "long_p02", 0) == {"matched": [f"d/m/retrain/warm_p{j:02d}/s0/run.json" for j in (1, 2)]}
+    runs = {}
+    for pol, step in (("scratch", 1), ("scratch", 2), ("warm", 1), ("warm", 2), ("long", 2)):
+        job = method_job(cfg, "retrain", "d", m.step_name(pol, step), 0, tmp_path, data_dir)
+        train_step(Job(**job))
+        runs[pol, step] = read_json(job["outputs"]["run"])
+    long, warm = runs["long", 2], [runs["warm", 1], runs["warm", 2]]
+    n = warm[1]["sequence"]["examples"]
+    budget = sum(r["cost"]["examples_seen"] for r in warm)
+    assert budget == 2 * (round(0.4 * n) + n) and budget % n  # not a whole number of epochs
+    assert long["cost"]["examples_seen"] == long["sequence"]["budget_examples"] == budget
+    assert long["cost"]["train_flops"] == sum(r["cost"]["train_flops"] for r in warm)
+    assert long["sequence"]["own_flops"] == sum(r["sequence"]["own_flops"] for r in warm)
+    assert long["recipe"]["epochs"] == 3
+    algo = ExampleBudget(np.arange(n), budget, cfg["train"]["batch_size"])
+    assert long["cost"]["step"] == algo.steps
+    # the cosine schedule ends with the budget's last step, not with a third whole epoch's
+    from reuse.train import lr_at
+
+    last = [json.loads(line) for line in (tmp_path / m.run_dir(cfg, "d", "long_p02", 0) / "metrics.jsonl").read_text()
+            .splitlines()][-1]
+    kw = {"base_lr": long["recipe"]["optimizer"]["lr"], "schedule": long["recipe"]["schedule"],
+          "steps_per_epoch": -(-n // cfg["train"]["batch_size"])}
+    assert last["lr"] == pytest.approx(lr_at(algo.steps - 1, total_steps=algo.steps, **kw))
+    assert last["lr"] != pytest.approx(lr_at(algo.steps - 1, total_steps=3 * kw["steps_per_epoch"], **kw))
+    # every step's model is judged on the validation split
+    assert all(0 < r["sequence"]["val_acc"] <= 1 for r in runs.values())
+    files = [str(tmp_path / m.run_dir(cfg, "d", m.step_name(p, s), 0) / "run.json") for p, s in runs]
+    steps_study(runs_csvs=[], baseline_csv="", extra={"runs_json": files}, params={}, out_csv=str(tmp_path / "s.csv"))
+    st = pd.read_csv(tmp_path / "s.csv").set_index(["policy", "step"])
+    assert st.loc[("long", 2), "cum_flops"] == st.loc[("warm", 2), "cum_flops"]
+    assert st.loc[("long", 2), "train_examples"] == budget and st.loc[("long", 2), "equal_cost"] == "warm"
+
+
+def test_the_example_budget_schedule():
+    """Whole epochs over the ids in a fresh order each, then the first examples of one more; the learning-rate
+    schedule sized for exactly those steps."""
+    from reuse.methods.sequences.algorithms import ExampleBudget, budget_epochs
+    from reuse.train.events import Event
+
+    ids = np.arange(10, 20)
+    algo = ExampleBudget(ids, 25, batch_size=4)
+    assert (algo.epochs, algo.last, algo.steps) == (3, 5, 3 + 3 + 2) and budget_epochs(25, 10) == 3
+
+    class St:
+        seed, recipe, total_steps = 1, {"epochs": 3}, 9
+
+    st = St()
+    seen = []
+    for e in range(3):
+        st.epoch = e
+        seen.append(algo.epoch_ids(st))
+    assert [len(x) for x in seen] == [10, 10, 5] and sorted(seen[0].tolist()) == list(range(10, 20))
+    assert not torch.equal(seen[0], seen[1])
+    algo.on_event(Event.FIT_START, st)
+    assert st.total_steps == 8
+    st.recipe = {"epochs": 4}
+    with pytest.raises(ValueError, match="takes 3 epochs"):
+        algo.on_event(Event.FIT_START, st)
+
+
+@pytest.mark.parametrize("policies, message", [
+    ({"long": {"equal_cost": "wram"}}, "retrain.policies.long.equal_cost: no policy named 'wram' (did you mean 'warm'?)"),
+    ({"long": {"equal_cost": "warm", "init": "previous"}}, "an equal-cost comparator trains from scratch"),
+    ({"long": {"equal_cost": "long"}}, "'long' is itself an equal-cost comparator"),
+    ({"other": {"steps": "last"}}, "retrain.policies.other.steps: 'last' is for an equal-cost comparator"),
+])
+def test_equal_cost_config_mistakes(policies, message):
+    from reuse.errors import ConfigError
+
+    c = _equal_cost_cfg()
+    c["retrain"]["policies"] = {"scratch": {}, "warm": {"init": "previous"}, **policies}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(c)
+
+
+def test_retraining_needs_a_validation_split_or_holds_one_out(data_dir, tmp_path):
+    """Without the dataset's validation split, retrain.holdout examples are held out of every part and judge
+    each step's model; without either, the config is refused."""
+    from reuse.data import prepare
+    from reuse.errors import ConfigError
+
+    raw = {k: v for k, v in DATASET.items() if k != "holdout"}
+    base = {**_equal_cost_cfg(), "datasets": {"d": raw}}
+    base.pop("search")
+    with pytest.raises(ConfigError, match="retrain: dataset 'd' has no validation split"):
+        validate_config(copy.deepcopy(base))
+    cfg = validate_config({**copy.deepcopy(base), "retrain": {**base["retrain"], "holdout": 30}})
+    d = tmp_path / "data"
+    prepare("d", raw, d / "data.npz", d / "dataset.json")
+    m = get("retrain", cfg)
+    job = method_job(cfg, "retrain", "d", m.step_name("scratch", 2), 0, tmp_path / "r", d)
+    train_step(Job(**job))
+    r = read_json(job["outputs"]["run"])
+    rows = [json.loads(line) for line in Path(job["outputs"]["metrics"]).read_text().splitlines()]
+    from reuse.data import load
+
+    n = len(load(d).train)
+    assert r["sequence"]["examples"] == n - 30 and rows[0]["examples_seen"] == n - 30
+    assert 0 < r["sequence"]["val_acc"] <= 1
 
 
 @pytest.mark.workflow
@@ -412,6 +678,11 @@ def test_the_dag_is_the_sequence(cfg, tmp_path):
             assert there == (j < k), (k, j, inputs)
             assert (f"search/kd_best_t{j:02d}/s0/logits/meta.json" in inputs) == (j < k)
         assert "search/scratch_" not in inputs
+    # the equal-cost comparator runs at the last step only and reads warm's steps 1 and 2, nothing of its own
+    assert "retrain__d__long_p01" not in blocks
+    inputs = blocks["retrain__d__long_p02"].split("input:", 1)[1].split("output:", 1)[0]
+    assert "retrain/warm_p01/s0/run.json" in inputs and "retrain/warm_p02/s0/run.json" in inputs
+    assert "ckpt" not in inputs and "retrain/long_" not in inputs
 
 
 def test_a_search_holds_out_its_own_validation_split(data_dir, tmp_path):
@@ -423,7 +694,8 @@ def test_a_search_holds_out_its_own_validation_split(data_dir, tmp_path):
     d = tmp_path / "data"
     prepare("d", raw, d / "data.npz", d / "dataset.json")
     cfg = validate_config({**copy.deepcopy(CONFIG), "datasets": {"d": raw},
-                           "search": {**copy.deepcopy(CONFIG["search"]), "holdout": 30}})
+                           "search": {**copy.deepcopy(CONFIG["search"]), "holdout": 30},
+                           "retrain": {**copy.deepcopy(CONFIG["retrain"]), "holdout": 30}})
     runs = run_search(cfg, tmp_path / "r", d, "scratch", trials=1)
     rows = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
     n = len(load(d).train)

@@ -1,5 +1,6 @@
-"""Trainer hooks of the sequences: a validation curve that may stop a trial early, and distillation
-on the old part of the data only."""
+"""Trainer hooks of the sequences: a validation curve that may stop a trial early, distillation on
+the old part of the data only, and a training budget of an exact number of examples (the
+equal-cost comparator of a retraining policy)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from reuse import ops
+from reuse.data.datasets import epoch_order
 from reuse.train import evaluate
 from reuse.train.events import Algorithm, Event, State
 
@@ -72,3 +74,46 @@ class PartialDistill(Algorithm):
             loss = loss + n_old * ops.kd_loss(s[old], payload, y[old], self.temperature, self.alpha,
                                               teacher_kind=kind)
         state.loss = loss / len(y)
+
+
+def budget_epochs(budget: int, n: int) -> int:
+    """The epochs over ``n`` examples that :class:`ExampleBudget` takes for ``budget`` examples (the
+    last one partial when ``n`` does not divide ``budget``)."""
+    return -(-int(budget) // int(n))
+
+
+class ExampleBudget(Algorithm):
+    """Train on the examples ``ids`` for exactly ``budget`` examples: whole epochs over them, each in
+    a fresh order (a function of seed and epoch, drawn as :class:`reuse.methods.prune.prune.Prune`
+    draws it, so the whole epochs are those of a run on ``ids``), then the first ``budget mod
+    len(ids)`` examples of one more epoch's order. The learning-rate schedule spans exactly the steps
+    taken: the trainer sizes it for whole epochs, so this sets ``state.total_steps`` at the start of
+    fit (also after a resume). The recipe's ``epochs`` must be :func:`budget_epochs` and its
+    ``drop_last`` false (every example of the budget is trained on)."""
+
+    name = "example_budget"
+
+    def __init__(self, ids: np.ndarray | torch.Tensor, budget: int, batch_size: int):
+        self.ids = torch.as_tensor(np.asarray(ids), dtype=torch.int64)
+        n, bs = len(self.ids), int(batch_size)
+        if n == 0 or budget < 1:
+            raise ValueError(f"an example budget needs examples and a positive budget (got {n} examples, "
+                             f"budget {budget})")
+        self.budget = int(budget)
+        self.epochs = budget_epochs(self.budget, n)
+        self.last = self.budget - (self.epochs - 1) * n  # examples of the last (maybe partial) epoch
+        self.steps = (self.epochs - 1) * -(-n // bs) + -(-self.last // bs)
+
+    def examples_per_epoch(self, n: int) -> int:
+        return len(self.ids)
+
+    def epoch_ids(self, state: State) -> torch.Tensor:
+        order = self.ids[epoch_order(len(self.ids), state.seed, state.epoch)]
+        return order[: self.last] if state.epoch == self.epochs - 1 else order
+
+    def on_event(self, event: Event, state: State) -> None:
+        if event is Event.FIT_START:
+            if state.recipe["epochs"] != self.epochs:
+                raise ValueError(f"an example budget of {self.budget} over {len(self.ids)} examples takes "
+                                 f"{self.epochs} epochs; the recipe says {state.recipe['epochs']}")
+            state.total_steps = self.steps

@@ -8,11 +8,15 @@ inputs are the earlier trials' files, so the DAG is the sequence.
 
 ``retrain``: the training set arrives in parts; after each part a model is retrained, once per policy
 and seed. Step s is the run ``<dataset>/<model>/retrain/<policy>_p<s>/s<seed>``, whose inputs are the
-previous steps' files.
+previous steps' files. A policy with ``equal_cost: <policy>`` is that policy's like-for-like comparator:
+at step s one run from scratch on all data so far, trained on exactly as many examples as ``<policy>``
+trained on in its steps 1..s (so its training FLOPs equal that policy's cumulative training FLOPs);
+its inputs are those steps' run.json. ``steps: last`` runs a policy at the last step only.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Iterator
 
@@ -45,9 +49,9 @@ def _block_problems(m: Method, config: dict) -> list[str]:
                    "the baseline seeds)")
     for ds in datasets_of(config, b) if m.needs_val else ():
         if not config["datasets"][ds].get("holdout") and not b.get("holdout"):
-            out.append(f"{m.name}: dataset '{ds}' has no validation split, and the sequence chooses models on it "
-                       f"(never on test); set {m.name}.holdout (examples the search holds out of the training "
-                       f"split) or datasets.{ds}.holdout, or list other {m.name}.datasets")
+            out.append(f"{m.name}: dataset '{ds}' has no validation split, and the sequence chooses and judges its "
+                       f"models on it (never on test); set {m.name}.holdout (examples the {m.name} holds out of the "
+                       f"training split) or datasets.{ds}.holdout, or list other {m.name}.datasets")
     return out
 
 
@@ -62,6 +66,10 @@ class Sequence(Method):
 
     def steps(self, config: dict) -> list[int]:
         raise NotImplementedError
+
+    def policy_steps(self, config: dict, policy: str) -> list[int]:
+        """The steps at which ``policy`` runs (every step unless the policy says otherwise)."""
+        return self.steps(config)
 
     def step_name(self, policy: str, step: int) -> str:
         return f"{policy}_{self.mark}{step:02d}"
@@ -89,7 +97,7 @@ class Sequence(Method):
             return
         for ds in datasets_of(config, b):  # the model need not train baselines there
             for policy in b["policies"]:
-                for step in self.steps(config):
+                for step in self.policy_steps(config, policy):
                     yield ds, self.step_name(policy, step)
 
     def seeds(self, config: dict, variant: str | None = None) -> list[int]:
@@ -204,9 +212,14 @@ class Retrain(Sequence):
     mark = "p"
     scenario = "retrain"
     step_word = "retraining steps"
+    needs_val = True  # whether a step's model reaches the anchor's accuracy is judged on validation
 
     def steps(self, config: dict) -> list[int]:
         return list(range(1, len(self.block(config)["parts"]) + 1))
+
+    def policy_steps(self, config: dict, policy: str) -> list[int]:
+        steps = self.steps(config)
+        return steps[-1:] if self.policy(config, policy).get("steps") == "last" else steps
 
     def needs_models(self, config: dict, name: str) -> list[str]:
         return [self.block(config)["model"]]
@@ -227,9 +240,14 @@ class Retrain(Sequence):
 
     def inputs(self, config: dict, dataset: str, name: str, seed: int) -> dict[str, list[str]]:
         """``steps``: every earlier step's run.json; ``previous``: the previous step's checkpoint (warm
-        start) or logit cache (KD, EL2N); ``stats``: every earlier step's example_stats (forgetting)."""
+        start) or logit cache (KD, EL2N); ``stats``: every earlier step's example_stats (forgetting).
+        An equal-cost policy reads only ``matched``: the run.json of its matched policy's steps 1..s
+        (same repeat), whose training it matches."""
         policy, s = self.split(name)
         p = self.policy(config, policy)
+        if p.get("equal_cost"):
+            return {"matched": [f"{self.run_dir(config, dataset, self.step_name(p['equal_cost'], j), seed)}/run.json"
+                                for j in range(1, s + 1)]}
         earlier = [self.run_dir(config, dataset, self.step_name(policy, j), seed) for j in range(1, s)]
         out = {"steps": [f"{d}/run.json" for d in earlier]}
         if earlier:
@@ -244,7 +262,7 @@ class Retrain(Sequence):
 
     def params(self, config: dict, dataset: str, name: str) -> dict:
         b = self.block(config)
-        return {"parts": b["parts"], "split_seed": b["split_seed"], "cache": config["cache"]}
+        return {"parts": b["parts"], "split_seed": b["split_seed"], "holdout": b.get("holdout"), "cache": config["cache"]}
 
     def problems(self, config: dict) -> list[str]:
         b = self.block(config)
@@ -257,11 +275,33 @@ class Retrain(Sequence):
         if any(b2 <= a for a, b2 in zip(parts, parts[1:])) or parts[-1] != 1.0:
             out.append(f"retrain.parts: {parts} must increase and end at 1.0 (the fraction of the training set "
                        "seen after each part)")
+        pols = b["policies"]
+        for name, p in pols.items():
+            at, match = f"retrain.policies.{name}", p.get("equal_cost")
+            if match is None:
+                if p.get("steps") == "last":
+                    out.append(f"{at}.steps: 'last' is for an equal-cost comparator (a policy with equal_cost), "
+                               "which reuses nothing; a policy that reuses earlier steps runs at every step")
+                continue
+            if match not in pols:
+                close = difflib.get_close_matches(str(match), list(pols), n=1)
+                out.append(f"{at}.equal_cost: no policy named '{match}'" + (f" (did you mean '{close[0]}'?)" if close
+                                                                               else f"; one of {', '.join(pols)}"))
+            elif match == name or pols[match].get("equal_cost"):
+                out.append(f"{at}.equal_cost: '{match}' is itself an equal-cost comparator; name a policy that "
+                           "retrains at every step")
+            reuses = [k for k in ("teacher", "select") if p.get(k)] + (["init"] if p.get("init") == "previous" else [])
+            if reuses:
+                out.append(f"{at}: an equal-cost comparator trains from scratch on all data so far and reuses "
+                           f"nothing; drop {', '.join(reuses)}")
         return out
 
 
 def _study_params(config: dict) -> dict:
-    return {"bootstrap": config["report"]["bootstrap"]}
+    """The level of the study tables' Student-t intervals (the report's confidence level)."""
+    rep = config.get("report") or {}
+    conf = rep.get("confidence") or (rep.get("bootstrap") or {}).get("confidence") or 0.95
+    return {"confidence": float(conf)}
 
 
 SEARCH, RETRAIN = register(Search()), register(Retrain())

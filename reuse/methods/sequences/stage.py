@@ -4,6 +4,7 @@ study tables of each scenario (per step, per policy)."""
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,11 @@ from reuse.methods.kd.algorithm import Distill
 from reuse.methods.kd.teachers import CachedTeacher
 from reuse.methods.prune.prune import Prune
 from reuse.methods.sequences import search as S
-from reuse.methods.sequences.algorithms import PartialDistill, ValCurve
+from reuse.methods.sequences.algorithms import ExampleBudget, PartialDistill, ValCurve
 from reuse.methods.sequences.spec import identity
 from reuse.methods.sequences.space import apply, epoch_bounds
 from reuse.plan import deep_merge
-from reuse.train import load_checkpoint
+from reuse.train import evaluate, load_checkpoint
 from reuse.workflow import Job
 
 log = logging.getLogger("reuse")
@@ -202,21 +203,58 @@ def forgetting_scores(ids: np.ndarray, stats_files: list[str]) -> np.ndarray:
     return out
 
 
+def retrain_split(data, holdout: int | None) -> tuple[Any, np.ndarray]:
+    """The validation split a retraining sequence judges its models on (the dataset's own, or
+    ``holdout`` examples held out of the training split, stratified and seeded as a search holds
+    them out) and the ids of the training examples that may arrive (all but those held out)."""
+    n = len(data.train)
+    if data.val is not None:
+        return data.val, np.arange(n)
+    if not holdout:
+        raise ReuseError(f"retrain: dataset '{data.name}' has no validation split to judge the steps' models on; "
+                         f"set retrain.holdout or datasets.{data.name}.holdout")
+    from reuse.data.sources import holdout_ids
+
+    held = holdout_ids(data.train.y.numpy(), holdout)
+    return Subset(data.train, held), np.setdiff1d(np.arange(n), held)
+
+
 def train_step(job: Job) -> None:
     """Step s of one policy's retraining sequence: train on the examples seen so far (or, with
     ``select``, the hardest ``keep`` of the old ones and every new one), from scratch or the previous
-    step's model, with labels or the previous model's cached logits on the old part."""
+    step's model, with labels or the previous model's cached logits on the old part. An equal-cost
+    policy trains from scratch on the examples seen so far for exactly the training examples its
+    matched policy spent in its steps 1..s. The step's model is evaluated on the validation split
+    (run.json ``sequence.val_acc``: what the study judges it by; a measurement, not charged)."""
     p, pol = job.params, job.cfg
     s = pol["step"]
     data = job.data()
     n = len(data.train)
-    seen = arrival(n, p["parts"], p["split_seed"])
+    val, pool = retrain_split(data, p.get("holdout"))
+    seen = [pool[a] for a in arrival(len(pool), p["parts"], p["split_seed"])]
     now = seen[s - 1]
     old = seen[s - 2] if s > 1 else np.array([], dtype=np.int64)
     new = np.setdiff1d(now, old)
-    prev = str(Path(job.inputs["steps"][-1]).parent) if s > 1 else None
+    prev = str(Path(job.inputs["steps"][-1]).parent) if s > 1 and job.inputs.get("steps") else None
     recipe = job.recipe
     train_ids, algorithms, reused, init, init_id, info = now, [], [], None, None, {}
+    if pol.get("equal_cost"):
+        matched = [read_json(f) for f in job.inputs["matched"]]
+        if [r["sequence"]["step"] for r in matched] != list(range(1, s + 1)):
+            raise ReuseError(f"retrain {pol['policy']} step {s}: its inputs are not steps 1..{s} of "
+                             f"{pol['equal_cost']}: {job.inputs['matched']}")
+        if recipe.get("drop_last", False):
+            raise ReuseError(f"retrain.policies.{pol['policy']}: an equal-cost comparator trains on exactly its "
+                             "matched policy's examples, every one; set drop_last: false in retrain.train")
+        budget = sum(int(r["cost"]["examples_seen"]) for r in matched)
+        algo = ExampleBudget(now, budget, recipe["batch_size"])
+        recipe = {**recipe, "epochs": algo.epochs}
+        algorithms.append(algo)
+        info.update(budget_examples=budget, matched=pol["equal_cost"],
+                    matched_train_flops=sum(int(r["cost"]["train_flops"]) for r in matched))
+        log.info("retrain %s step %d: from scratch on %d examples for %d examples (%s's training in steps 1-%d: "
+                 "%d epochs, the last %s)", pol["policy"], s, len(now), budget, pol["equal_cost"], s, algo.epochs,
+                 "whole" if algo.last == len(now) else f"{algo.last} of {len(now)} examples")
     cache = None
     if prev is not None and (pol.get("teacher") or (pol.get("select") or {}).get("score") == "el2n"):
         cache = LogitCache.open(f"{prev}/logits", fingerprint=data.train.fingerprint)
@@ -234,7 +272,7 @@ def train_step(job: Job) -> None:
         kept = old[np.lexsort((old, -score))][:n_keep]  # hardest first; ties to the lower id
         train_ids = np.sort(np.concatenate([kept, new]))
         info.update(old_kept=int(n_keep), old=int(len(old)))
-    if len(train_ids) < n:
+    if len(train_ids) < n and not pol.get("equal_cost"):
         algorithms.append(Prune(train_ids))
     if pol.get("init") == "previous" and prev is not None:
         ckpt_path = f"{prev}/ckpt/last.pt"
@@ -251,16 +289,31 @@ def train_step(job: Job) -> None:
     def finish(trainer) -> dict:
         cache_cost = _write_cache(job, trainer, data) if job.outputs.get("extra") else {"time_s": 0.0, "flops": 0}
         last = trainer.state.metrics[-1]
+        if "budget_examples" in info and trainer.state.examples_seen != info["budget_examples"]:
+            raise ReuseError(f"retrain {pol['policy']} step {s}: trained on {trainer.state.examples_seen} examples, "
+                             f"not the {info['budget_examples']} of its budget")
+        t = time.perf_counter()
+        fl: dict[str, int] = {}
+        ev = evaluate(trainer.state.model, val, recipe.get("eval_batch_size", 1024), job.device, flops=fl)
         return {"sequence": {"scenario": "retrain", "policy": pol["policy"], "step": s, "repeat": job.seed,
                              "fraction": p["parts"][s - 1], "examples": int(len(now)), "trained_on": int(len(train_ids)),
                              "own_flops": last["train_flops"] + cache_cost["flops"],
                              "own_time_s": last["train_time_s"] + cache_cost["time_s"],
-                             "cache_flops": cache_cost["flops"], **info}}
+                             "cache_flops": cache_cost["flops"], "train_examples": int(trainer.state.examples_seen),
+                             "val_acc": ev["acc"], "val_loss": ev["loss"], "val_eval_flops": int(fl["eval_flops"]),
+                             "val_eval_time_s": time.perf_counter() - t, **info}}
 
     job.fit(data, recipe=recipe, algorithms=algorithms, reused=reused, init=init, init_id=init_id, finish=finish)
 
 
 # ----------------------------------------------------------------------------- studies
+# Every verdict of the study tables reads the validation split: the target of a sequence is, per
+# repeat, the validation accuracy of the model the anchor ships after its last step, and a policy
+# reaches it at the first step whose shipped model (chosen on validation) has at least that
+# validation accuracy. Test accuracy is only reported.
+EPS = 1e-12  # accuracies within this of the target reach it
+
+
 def sequence_rows(run_jsons: list[str]):
     """One row per run of a sequence (a DataFrame): policy, seed (the repeat), step, own cost,
     validation and test accuracy."""
@@ -270,35 +323,48 @@ def sequence_rows(run_jsons: list[str]):
     for f in run_jsons:
         r = read_json(f)
         q = r["sequence"]
+        c = r.get("config") or {}
         rows.append({"dataset": r["dataset"], "model": r["model"], "scenario": q["scenario"], "policy": q["policy"],
                      "seed": q["repeat"], "train_seed": r["seed"], "step": q["step"], "arch": r["arch"], "params": r["num_parameters"],
                      "state": (r.get("trial") or {}).get("state", "COMPLETE"), "val_acc": q.get("val_acc"),
                      "test_acc": r["final"]["test_acc"], "own_flops": q["own_flops"], "own_time_s": q["own_time_s"],
+                     "train_flops": (r.get("cost") or {}).get("train_flops"),
+                     "train_examples": q.get("train_examples", (r.get("cost") or {}).get("examples_seen")),
                      "epochs_trained": q.get("epochs_trained", r["recipe"]["epochs"]),
-                     "config": {k: v for k, v in (r.get("config") or {}).items() if k not in ("scenario", "policy", "step")},
+                     "equal_cost": c.get("equal_cost"),
+                     "config": {k: v for k, v in c.items() if k not in ("scenario", "policy", "step")},
                      **{f"hp_{k}": v for k, v in (q.get("params") or {}).items()},
                      "teachers": ",".join(map(str, q.get("teachers", []))), "init_from": q.get("init_from"),
                      "trained_on": q.get("trained_on")})
     return pd.DataFrame(rows)
 
 
+def _is_one_off(config: Any) -> bool:
+    """A policy each of whose steps is one run that reuses nothing and that nothing reuses (an
+    equal-cost comparator): its cost at a step is that run's own, not a sum over its steps."""
+    return isinstance(config, dict) and bool(config.get("equal_cost"))
+
+
 def cumulative(df):
     """Per (dataset, policy, seed) in step order: cumulative cost, and the model the policy would ship
     after each step: for a search the finished trial with the best validation accuracy so far (test
-    accuracy is only reported), for retraining the step's model."""
+    accuracy is only reported), for retraining the step's model. An equal-cost comparator's steps are
+    one-off runs: its cost at a step is that run's own (equal to its matched policy's cumulative
+    training there)."""
     import pandas as pd
 
     out = []
     for _, g in df.sort_values("step").groupby(["dataset", "model", "scenario", "policy", "seed"], sort=True):
         g = g.copy()
-        g["cum_flops"] = g["own_flops"].cumsum()
-        g["cum_time_s"] = g["own_time_s"].cumsum()
+        one_off = "config" in g and _is_one_off(g["config"].iloc[0])
+        g["cum_flops"] = g["own_flops"] if one_off else g["own_flops"].cumsum()
+        g["cum_time_s"] = g["own_time_s"] if one_off else g["own_time_s"].cumsum()
         ship_step, ship_val, ship_test = [], [], []
         best = None
         for r in g.itertuples():
             if r.scenario == "retrain":
                 best = r
-            elif r.state == "COMPLETE" and r.val_acc is not None and (best is None or r.val_acc > best.val_acc):
+            elif r.state == "COMPLETE" and not _missing(r.val_acc) and (best is None or r.val_acc > best.val_acc):
                 best = r
             ship_step.append(best.step if best is not None else None)
             ship_val.append(best.val_acc if best is not None else None)
@@ -308,83 +374,172 @@ def cumulative(df):
     return pd.concat(out, ignore_index=True)
 
 
+def _missing(v) -> bool:
+    try:
+        return v is None or bool(np.isnan(v))
+    except TypeError:
+        return False
+
+
 def anchor_policy(df) -> str | None:
-    """The policy that reuses nothing (no teacher, warm start, pruner or selection): the anchor."""
+    """The policy that reuses nothing and runs every step (no teacher, warm start, pruner, selection,
+    and no equal-cost comparator): the anchor."""
     for pol, g in df.groupby("policy", sort=False):
         c = g["config"].iloc[0]
-        if not c.get("teacher") and c.get("init", "scratch") == "scratch" and not c.get("pruner") and not c.get("select"):
+        if not c.get("teacher") and c.get("init", "scratch") == "scratch" and not c.get("pruner") and \
+                not c.get("select") and not c.get("equal_cost") and c.get("steps", "all") == "all":
             return pol
     return None
 
 
+def with_targets(steps, anchor: str | None):
+    """``steps`` with, per row, the target of its repeat (``target_val_acc``: the validation accuracy
+    of the model the anchor ships after its last step, in the same dataset, model, scenario and
+    repeat; NaN without an anchor) and whether the row's shipped model reaches it (``at_target``:
+    its validation accuracy is at least the target)."""
+    steps = steps.copy()
+    keys = ["dataset", "model", "scenario", "seed"]
+    if anchor is None or anchor not in set(steps["policy"]):
+        steps["target_val_acc"], steps["at_target"] = np.nan, False
+        return steps
+    a = steps[steps["policy"] == anchor].sort_values("step").groupby(keys).tail(1)
+    target = a.set_index(keys)["shipped_val_acc"].astype(float).rename("target_val_acc")
+    steps = steps.drop(columns=[c for c in ("target_val_acc", "at_target") if c in steps]).join(target, on=keys)
+    val = steps["shipped_val_acc"].astype(float)
+    steps["at_target"] = (val >= steps["target_val_acc"] - EPS).fillna(False).astype(bool)
+    return steps
+
+
+def reach(g, col: str) -> tuple[float, bool]:
+    """One (policy, repeat)'s cost (``col``) to reach its target: the cumulative cost at its first step
+    at the target, and True; where it never gets there, its whole sequence's cost (the cost to reach
+    is at least that: a lower bound), and False."""
+    g = g.sort_values("step")
+    hit = g[g["at_target"]]
+    return (float(hit[col].iloc[0]), True) if len(hit) else (float(g[col].iloc[-1]), False)
+
+
 def steps_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]], params: dict,
                 out_csv: str) -> None:
-    """``<scenario>_steps.csv``: one row per (policy, seed, step) with its own and cumulative cost and
-    the shipped model's validation and test accuracy."""
-    df = cumulative(sequence_rows(extra["runs_json"])).drop(columns=["config"])
+    """``<scenario>_steps.csv``: one row per (policy, seed, step) with its own and cumulative cost, the
+    shipped model's validation and test accuracy, the repeat's target (the anchor's final shipped
+    validation accuracy) and whether the shipped model reaches it."""
+    steps = cumulative(sequence_rows(extra["runs_json"]))
+    df = with_targets(steps, anchor_policy(steps)).drop(columns=["config"])
     with atomic_path(out_csv, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
     log.info("%d steps of %d sequences", len(df), df.groupby(["policy", "seed"]).ngroups)
 
 
-def _boot_ci(values: np.ndarray, bootstrap: dict) -> tuple[float, float]:
-    """A percentile interval of the mean of ``values`` over resampled repeats."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(bootstrap.get("seed", 0))
-    means = v[rng.integers(0, len(v), size=(bootstrap.get("resamples", 10000), len(v)))].mean(1)
-    a = (1 - bootstrap.get("confidence", 0.95)) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+SPEEDUP_AXES = (("flops", "cum_flops"), ("time", "cum_time_s"))
+
+
+def _speedups(g, anchor_rows, conf: float) -> dict[str, Any]:
+    """The speed-up columns of one policy's rows ``g`` against the anchor's rows of the same group,
+    paired by repeat. Per repeat, the anchor's cost to reach its own target over the policy's cost to
+    reach it (the anchor's own is 1 exactly); a repeat that never reaches it gives the anchor's cost
+    over the policy's whole cost, an upper bound (``reuse.stats.UPPER``). Over the repeats: the
+    geometric mean with a Student-t interval on the logs (:func:`reuse.stats.censored_summary`)."""
+    from reuse import stats
+
+    out: dict[str, Any] = {}
+    seeds = sorted(set(g["seed"]) & set(anchor_rows["seed"]))
+    for axis, col in SPEEDUP_AXES:
+        ups, bounds, costs, a_costs = [], [], [], []
+        for seed in seeds:
+            a_cost, a_hit = reach(anchor_rows[anchor_rows["seed"] == seed], col)
+            cost, hit = reach(g[g["seed"] == seed], col)
+            ups.append(a_cost / cost if cost > 0 and a_hit else np.nan)
+            bounds.append(None if hit else stats.UPPER)
+            costs.append(cost)
+            a_costs.append(a_cost)
+        sm = stats.censored_summary(ups, bounds, conf, log=True)
+        out.update({f"speedup_{axis}": sm["mean"], f"speedup_{axis}_lo": sm["lo"], f"speedup_{axis}_hi": sm["hi"],
+                    f"speedup_{axis}_bound": sm["bound"],
+                    f"reach_{col}": float(np.mean(costs)) if costs else np.nan,
+                    f"anchor_reach_{col}": float(np.mean(a_costs)) if a_costs else np.nan})
+        reached = [b is None for b in bounds]
+    out.update(pairs=len(seeds), reached=int(sum(reached)) if seeds else 0,
+               n_censored=int(len(seeds) - sum(reached)) if seeds else 0,
+               reach_bound=stats.LOWER if seeds and not all(reached) else None)
+    return out
+
+
+def _equal_cost_gain(g, c, conf: float) -> dict[str, Any]:
+    """A policy's rows ``g`` against its equal-cost comparator's rows ``c``, paired by repeat at the
+    comparator's last step: the shipped model's test accuracy (reported) and validation accuracy
+    minus the comparator's, mean and Student-t interval over the repeats, the test difference's
+    p-value, and the ratio of the two costs there (1 in FLOPs where the policy writes no caches)."""
+    from reuse import stats
+
+    last = c.sort_values("step").groupby("seed").tail(1).set_index("seed")
+    mine = g.set_index(["seed", "step"])
+    at = {s: mine.loc[(s, int(r["step"]))] for s, r in last.iterrows() if (s, int(r["step"])) in mine.index}
+    test = stats.paired_comparison({s: float(r["shipped_test_acc"]) for s, r in at.items()},
+                                   {s: float(last.loc[s, "shipped_test_acc"]) for s in at}, conf)
+    val = stats.paired_comparison({s: float(r["shipped_val_acc"]) for s, r in at.items()},
+                                  {s: float(last.loc[s, "shipped_val_acc"]) for s in at}, conf)
+    steps = sorted({int(last.loc[s, "step"]) for s in at})
+    ratio = [float(r["cum_flops"]) / float(last.loc[s, "cum_flops"]) for s, r in at.items()
+             if float(last.loc[s, "cum_flops"]) > 0]
+    return {"gain_step": steps[0] if len(steps) == 1 else np.nan, "gain_pairs": test["n_pairs"],
+            "gain_test_acc": test["diff_mean"], "gain_test_acc_lo": test["diff_lo"], "gain_test_acc_hi": test["diff_hi"],
+            "gain_test_acc_p": test["p"], "gain_val_acc": val["diff_mean"], "gain_val_acc_lo": val["diff_lo"],
+            "gain_val_acc_hi": val["diff_hi"], "gain_cost_ratio_flops": float(np.mean(ratio)) if ratio else np.nan}
 
 
 def policy_study(*, runs_csvs: list[str], baseline_csv: str, extra: dict[str, list[str]], params: dict,
                  out_csv: str) -> None:
-    """``<scenario>.csv``: one row per policy: the shipped model's final test accuracy, the total
-    cost, and against the anchor policy (per repeat: the anchor's total cost over the policy's cost
-    to reach the anchor's final shipped test accuracy; 0 where it never does) the mean speed-up with a
-    bootstrap interval over the repeats, in FLOPs and in wall-clock."""
+    """``<scenario>.csv``: one row per policy: the shipped model's final test accuracy (reported, with
+    its Student-t interval over the repeats) and validation accuracy, the total cost; against the
+    anchor (the policy that reuses nothing), paired by repeat, the speed-up to the anchor's target
+    (see :func:`_speedups`: validation only, censored where a repeat never gets there), in FLOPs and
+    wall-clock; and, for a policy with an equal-cost comparator, its gain over it (paired by repeat,
+    Student-t interval, Holm-adjusted p-value over the table's comparisons)."""
     import pandas as pd
 
+    from reuse import stats
+
+    conf = float(params.get("confidence", 0.95))
     steps = cumulative(sequence_rows(extra["runs_json"]))
     anchor = anchor_policy(steps)
+    steps = with_targets(steps, anchor)
     rows = []
     for (ds, model, scen), sdf in steps.groupby(["dataset", "model", "scenario"]):
         final = sdf.sort_values("step").groupby(["policy", "seed"]).tail(1).set_index(["policy", "seed"])
+        cfgs = {pol: g["config"].iloc[0] for pol, g in sdf.groupby("policy", sort=False)}
+        comparator = {c["equal_cost"]: pol for pol, c in cfgs.items() if _is_one_off(c)}
+        arows = sdf[sdf["policy"] == anchor] if anchor is not None else sdf.iloc[:0]
+        group = []
         for pol, g in sdf.groupby("policy", sort=False):
-            row: dict[str, Any] = {"dataset": ds, "model": model, "scenario": scen, "policy": pol,
-                                   "anchor": anchor, "is_anchor": pol == anchor, "repeats": g["seed"].nunique(),
-                                   "steps": int(g["step"].nunique())}
             fin = final.loc[pol]
-            row.update(test_acc=fin["shipped_test_acc"].mean(), test_acc_std=fin["shipped_test_acc"].std(ddof=1),
-                       val_acc=fin["shipped_val_acc"].mean(), total_flops=fin["cum_flops"].mean(),
-                       total_time_s=fin["cum_time_s"].mean(),
-                       pruned=int((g["state"] == "PRUNED").sum()), runs=len(g))
-            lo, hi = _boot_ci(fin["shipped_test_acc"].to_numpy(), params["bootstrap"])
-            row.update(test_acc_lo=lo, test_acc_hi=hi)
-            if anchor is not None:
-                for axis, col in (("flops", "cum_flops"), ("time", "cum_time_s")):
-                    ups, reach = [], []
-                    for seed, gs in g.groupby("seed"):
-                        if (anchor, seed) not in final.index:
-                            continue
-                        target = final.loc[(anchor, seed), "shipped_test_acc"]
-                        total = final.loc[(anchor, seed), col]
-                        hit = gs.sort_values("step")
-                        hit = hit[hit["shipped_test_acc"] >= target - 1e-12]
-                        cost = hit[col].iloc[0] if len(hit) else np.inf
-                        reach.append(cost)
-                        ups.append(total / cost if np.isfinite(cost) else 0.0)
-                    ups_a = np.asarray(ups)
-                    lo, hi = _boot_ci(ups_a, params["bootstrap"])
-                    row.update({f"speedup_{axis}": float(ups_a.mean()) if len(ups_a) else np.nan,
-                                f"speedup_{axis}_lo": lo, f"speedup_{axis}_hi": hi,
-                                f"reach_{col}": float(np.mean(reach)) if reach and np.isfinite(reach).all() else np.inf,
-                                "reached": int(np.isfinite(reach).sum())})
-            rows.append(row)
+            test, val = fin["shipped_test_acc"].astype(float), fin["shipped_val_acc"].astype(float)
+            t_lo, t_hi = stats.mean_ci(test.to_numpy(), conf) if len(test) > 1 else (np.nan, np.nan)
+            v_lo, v_hi = stats.mean_ci(val.to_numpy(), conf) if len(val) > 1 else (np.nan, np.nan)
+            row: dict[str, Any] = {"dataset": ds, "model": model, "scenario": scen, "policy": pol, "anchor": anchor,
+                                   "is_anchor": pol == anchor, "repeats": g["seed"].nunique(),
+                                   "steps": int(g["step"].nunique()), "test_acc": test.mean(),
+                                   "test_acc_std": test.std(ddof=1), "test_acc_lo": t_lo, "test_acc_hi": t_hi,
+                                   "val_acc": val.mean(), "val_acc_lo": v_lo, "val_acc_hi": v_hi,
+                                   "target_val_acc": fin["target_val_acc"].astype(float).mean(),
+                                   "total_flops": fin["cum_flops"].mean(), "total_time_s": fin["cum_time_s"].mean(),
+                                   "pruned": int((g["state"] == "PRUNED").sum()), "runs": len(g),
+                                   "equal_cost_of": cfgs[pol].get("equal_cost"),
+                                   "equal_cost_policy": comparator.get(pol)}
+            if anchor is not None and len(arows):
+                row.update(_speedups(g, arows, conf))
+            if pol in comparator:
+                row.update(_equal_cost_gain(g, sdf[sdf["policy"] == comparator[pol]], conf))
+            group.append(row)
+        ps = [r.get("gain_test_acc_p", np.nan) for r in group]
+        for r, adj in zip(group, stats.holm(ps)):
+            if "gain_test_acc_p" in r:
+                r["gain_test_acc_p_holm"] = adj
+                r["gain_test_verdict"] = stats.decide(r["gain_test_acc"], adj)
+        rows += group
     df = pd.DataFrame(rows)
     with atomic_path(out_csv, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
-    cols = [c for c in ("policy", "test_acc", "total_flops", "speedup_flops", "speedup_flops_lo", "speedup_flops_hi",
-                        "reached", "pruned") if c in df]
+    cols = [c for c in ("policy", "test_acc", "val_acc", "total_flops", "speedup_flops", "speedup_flops_lo",
+                        "speedup_flops_hi", "speedup_flops_bound", "reached", "pruned", "gain_test_acc") if c in df]
     log.info("policies (anchor: %s):\n%s", anchor, df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
