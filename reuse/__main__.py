@@ -5,6 +5,8 @@
   python -m reuse scores PATH [--data DIR]  describe a score table (and check it matches DIR's data)
   python -m reuse check-config FILE    validate a workflow config (as the workflow does)
   python -m reuse report [--results DIR] [--config FILE]  summary table and offline report pages
+  python -m reuse tables TABLE [--results DIR] [...]  a markdown table from a results folder;
+                                       --update FILE / --check FILE: the tables a doc quotes
   python -m reuse train-run SPEC.json  train one run (train_run's keyword arguments); under
                                        torchrun --nproc-per-node N: data-parallel in N processes
 """
@@ -116,6 +118,33 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tables(argv: list[str]) -> int:
+    """``tables TABLE [options]`` prints one table; ``tables --update FILE...`` rewrites the blocks of each
+    file from their own commands; ``tables --check FILE...`` fails where a block was edited by hand."""
+    from pathlib import Path
+
+    from reuse.report import markdown as md
+
+    if argv and argv[0] in ("--update", "--check"):
+        files = [Path(f) for f in argv[1:]]
+        if not files:
+            print(f"error: {argv[0]} needs the markdown files", file=sys.stderr)
+            return 2
+        if argv[0] == "--update":
+            for f in files:
+                print(f"{f}: {md.update(f)} tables written")
+            return 0
+        problems = [p for f in files for p in md.check(f)]
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1 if problems else 0
+    if not argv or argv[0] in ("-h", "--help"):
+        print(md.__doc__)
+        return 0
+    print(md.render(argv))
+    return 0
+
+
 def _train_run(args: argparse.Namespace) -> int:
     import logging
 
@@ -136,6 +165,14 @@ def _train_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from reuse.errors import ReuseError
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tables"]:  # its own argument grammar (reuse.report.markdown.parser)
+        try:
+            return _tables(argv[1:])
+        except ReuseError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
 
     p = argparse.ArgumentParser(prog="python -m reuse", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -31,7 +31,7 @@ from reuse.report.html import Page, links, table_html
 from reuse.report.layout import (AXES, FIGURE_KINDS, expected_outputs, figure_formats, figure_name,  # noqa: F401
                                  method_page, scores_page)
 from reuse.report.tables import (BASELINE, SEQ_MEASURES, add_roles, add_run_columns, aggregate, fmt_ci, fmt_cost,
-                                 is_sequence_step, off_frontier, recommend, sequence_curve, sequence_points, sequence_recommendation,
+                                 fmt_gain, fmt_speedup, is_sequence_step, off_frontier, recommend, sequence_curve, sequence_points, sequence_recommendation,
                                  sequence_tables, step_word, summary_table, target_name)
 
 log = logging.getLogger("reuse.report")
@@ -43,17 +43,16 @@ class Options:
 
     cost_axis: str = "time_full"
     targets: list[float] = field(default_factory=list)
-    bootstrap: M.Bootstrap = field(default_factory=M.Bootstrap)
+    confidence: float = 0.95
+    amortise_over: int | None = None
     ece_bins: int = M.ECE_BINS
     figures: list[str] = field(default_factory=lambda: figure_formats(None))
 
     @classmethod
     def from_config(cls, config: dict | None) -> "Options":
         r = (config or {}).get("report") or {}
-        b = r.get("bootstrap") or {}
         return cls(cost_axis=r.get("cost_axis", "time_full"), targets=list(r.get("targets", [])),
-                   bootstrap=M.Bootstrap(resamples=b.get("resamples", 10000), confidence=b.get("confidence", 0.95),
-                                         method=b.get("method", "BCa"), seed=b.get("seed", 0)),
+                   confidence=r.get("confidence", 0.95), amortise_over=r.get("amortise_over"),
                    ece_bins=r.get("ece_bins", M.ECE_BINS), figures=figure_formats(config))
 
 
@@ -77,8 +76,8 @@ def build(results: str | Path, config: dict | None = None, options: Options | No
     out = Path(out_dir) if out_dir else results / "report"
     expected = list(expected_runs(config)) if config else None
     col = collect(results, expected, bins=opts.ece_bins)
-    runs = add_run_columns(col, opts.targets)
-    aggs = aggregate(runs, opts.bootstrap, opts.targets)
+    runs = add_run_columns(col, opts.targets, opts.amortise_over)
+    aggs = aggregate(runs, opts.confidence, opts.targets, headline_axis=opts.cost_axis)
     recs = {axis: recommend(aggs, axis) for axis in AXES}
     aggs = add_roles(aggs, recs)
     summary = summary_table(runs, aggs)
@@ -116,8 +115,8 @@ class _Context:
         self.datasets = sorted(set(self.runs["dataset"]))
         self.methods = [BASELINE] * (BASELINE in set(self.runs["method"])) + sorted(
             set(self.runs["method"]) - {BASELINE})
-        self.curve_stats = C.curve_stats(self.col.curves, self.aggs, self.opts.bootstrap)
-        self.class_stats = C.per_class_stats(self.col.per_class, self.aggs, self.opts.bootstrap)
+        self.curve_stats = C.curve_stats(self.col.curves, self.aggs, self.opts.confidence)
+        self.class_stats = C.per_class_stats(self.col.per_class, self.aggs, self.opts.confidence)
         self.nav = [("index.html", "overview"), ("frontier.html", "frontier"),
                     ("recommendations.html", "recommendations"), ("runs.html", "runs")]
         self.nav += [(method_page(m), m) for m in self.methods]
@@ -131,7 +130,7 @@ class _Context:
         self.seq_points = {ds: sequence_points(pol) for ds, (_, pol) in self.seq.items()}
         pols = [pol for _, pol in self.seq.values() if not pol.empty]
         self.seq_recs = sequence_recommendation(pd.concat(pols, ignore_index=True) if pols else pd.DataFrame(),
-                                                self.opts.bootstrap.confidence)
+                                                self.opts.confidence)
 
     # ------------------------------------------------------------------ shared pieces
     def method_aggs(self, ds: str, method: str, with_baselines: bool = True) -> pd.DataFrame:
@@ -150,29 +149,33 @@ class _Context:
                       if np_ > 1 else ("" if m == BASELINE or np_ == 0 else f"{100 * dm:+.2f}"))
                      for m, dm, lo, hi, np_ in zip(d["method"], d["diff_mean"], d["diff_lo"], d["diff_hi"],
                                                    d["n_pairs"])]
+        d["gain"] = ["" if m == BASELINE else fmt_gain(*v, confidence=self.opts.confidence) for m, *v in zip(
+            d["method"], _col(d, f"gain_at_cost_{axis}"), _col(d, f"gain_at_cost_{axis}_lo"),
+            _col(d, f"gain_at_cost_{axis}_hi"), _col(d, f"gain_at_cost_{axis}_bound"))]
+        d["speedup_eq"] = ["" if m == BASELINE else fmt_speedup(*v) for m, *v in zip(
+            d["method"], _col(d, f"speedup_at_acc_{axis}"), _col(d, f"speedup_at_acc_{axis}_lo"),
+            _col(d, f"speedup_at_acc_{axis}_hi"), _col(d, f"speedup_at_acc_{axis}_bound"))]
+        d["p_holm"] = _col(d, f"val_gain_at_cost_{axis}_p_holm")
+        d["verdict_axis"] = _col(d, f"verdict_{axis}")
         d["cost_m"] = [fmt_cost(v, "time") for v in d.get("cost_time_marginal_s", [np.nan] * len(d))]
         d["cost_f"] = [fmt_cost(v, "time") for v in d.get("cost_time_full_s", [np.nan] * len(d))]
         d["fl_m"] = [fmt_cost(v, "flops") for v in d.get("cost_flops_marginal", [np.nan] * len(d))]
         d["fl_f"] = [fmt_cost(v, "flops") for v in d.get("cost_flops_full", [np.nan] * len(d))]
-        sp = f"speedup_{BASELINE}_steps"
-        d["speedup"] = [("" if m == BASELINE or v is None or (isinstance(v, float) and math.isnan(v)) else
-                         f"{v:.2f}×" + (f" [{lo:.2f}, {hi:.2f}]" if not (math.isnan(lo) or math.isnan(hi)) else ""))
-                        for m, v, lo, hi in zip(d["method"], d.get(sp, [np.nan] * len(d)),
-                                                d.get(f"{sp}_lo", [np.nan] * len(d)),
-                                                d.get(f"{sp}_hi", [np.nan] * len(d)))]
         d["role"] = d.get(f"role_{axis}", "")
         robust = "robust_acc" in d and d["robust_acc"].notna().any()
         if robust:
             d["robust"] = [("" if v is None or math.isnan(v) else f"{100 * v:.2f}% " +
                             (fmt_ci(lo, hi) if n > 1 else "(n=1)"))
                            for v, lo, hi, n in zip(d["robust_acc"], d["robust_acc_lo"], d["robust_acc_hi"], d["n"])]
-        cols = {"label": "run", "n_of": "seeds", "test_acc": "accuracy", "acc_ci": "95% CI",
-                "diff": "vs baseline (points, 95% CI)", "verdict": "verdict",
+        cols = {"label": "run", "n_of": "seeds", "val_acc": "val. accuracy", "test_acc": "test accuracy",
+                "acc_ci": "95% CI", "gain": f"test gain at equal cost ({AXES[axis][1]})",
+                "speedup_eq": "speed-up at equal accuracy", "p_holm": "Holm-adjusted p (val.)",
+                "verdict_axis": "verdict at equal cost (val.)", "diff": "vs the same recipe's baseline (test points)",
                 **({"robust": "robust accuracy (95% CI)"} if robust else {}), "test_nll": "NLL",
                 "test_ece": "ECE (15 bins)", "cost_m": "own time", "cost_f": "full time", "fl_m": "own FLOPs",
-                "fl_f": "full FLOPs", "speedup": "speed-up (steps) to baseline acc.", "role": "role",
-                "missing_seeds": "missing seeds"}
-        return table_html(d, cols, row_class="status", formats={"test_acc": "pct", "test_nll": "g", "test_ece": "g"})
+                "fl_f": "full FLOPs", "role": "role", "missing_seeds": "missing seeds"}
+        return table_html(d, cols, row_class="status", formats={"test_acc": "pct", "val_acc": "pct", "test_nll": "g",
+                                                                "test_ece": "g", "p_holm": "g"})
 
     def missing_table(self, df: pd.DataFrame) -> str:
         miss = df[df["status"] != "ok"]
@@ -181,14 +184,22 @@ class _Context:
                           row_class="status")
 
     def stats_note(self) -> str:
-        b = self.opts.bootstrap
-        return (f"Intervals: {100 * b.confidence:g}% bootstrap confidence intervals of the mean over seeds "
-                f"(scipy.stats.bootstrap, {b.method}, {b.resamples} resamples, seed {b.seed}); n=1 has no interval. "
-                "'vs baseline': per-seed differences from the baseline run of the same dataset, model and seed, "
-                "over the seeds both have; better / worse only when the interval of the mean difference excludes "
-                f"0. ECE over {self.opts.ece_bins} equal-width confidence bins; NLL is the test cross-entropy. "
+        c = f"{100 * self.opts.confidence:g}%"
+        return (f"Intervals: {c} Student-t intervals of the mean over seeds (exact under normality at any number of "
+                "seeds); n=1 has no interval. The verdict of a method is decided at equal cost against its "
+                "comparator's baseline budget curve (the same model, data and augmentation, trained at several "
+                "multiples of its epochs; per seed, monotone and linear in log cost): per seed, its VALIDATION "
+                "accuracy minus the curve's at its cost; better / worse only when the t-test over seeds, "
+                "Holm-adjusted over the dataset's variants on that cost axis, gives p < 0.05. Test accuracy is only "
+                "reported: the test gain at equal cost, and the speed-up at equal accuracy (the curve's cost to "
+                "reach the method's test accuracy over the method's cost; ≥ where the accuracy is beyond the "
+                "curve's largest budget, ≤ where below its smallest). 'vs the same recipe's baseline': per-seed "
+                "test differences from the budget-1 baseline run of the same model and seed. "
+                f"ECE over {self.opts.ece_bins} equal-width confidence bins; NLL is the test cross-entropy. "
                 "Own cost: the run's training (test evaluation excluded); full cost: own cost plus every past run, "
-                "cache and score table it reused, each charged in full to every run that reused it.")
+                "cache and score table it reused, each charged in full to every run that reused it; amortised: "
+                "each of those shared among the runs that reuse it" + (
+                    f" (over {self.opts.amortise_over} declared runs)" if self.opts.amortise_over else "") + ".")
 
     # ------------------------------------------------------------------ sequences
     def seq_caption(self, ds: str) -> str:
@@ -207,7 +218,10 @@ class _Context:
         p.h("Sequences (whole tuning / retraining, full cost)", 3)
         p.p("One row per scenario and policy, from results/<dataset>/studies/<scenario>.csv: mean over repeats of "
             "the whole sequence's cost (every step's own training, validation and cache writes) and of the final "
-            "shipped model's test accuracy; the crosses on the chart above. Details on the method pages.",
+            "shipped model's test accuracy; the crosses on the chart above. The speed-up: per repeat, the anchor's "
+            "cost to reach its target (its final shipped model's validation accuracy) over the policy's; the "
+            "geometric mean over repeats with a Student-t interval on the logs; ≤ where some repeats never reach "
+            "the target (censored, an upper bound). Details on the method pages.",
             cls="note")
         d = pts.sort_values(["scenario", "test_acc"], ascending=[True, False]).copy()
         d["policy_text"] = [f"{q} (anchor)" if _true(a) else str(q) for q, a in zip(d["policy"], d["is_anchor"])]
@@ -218,7 +232,8 @@ class _Context:
         d["speedup"] = [_speedup(r, "flops") for r in d.to_dict("records")]
         p.table(d, {"scenario": "scenario", "model": "model", "policy_text": "policy", "size": "steps × repeats",
                     "test_acc": "final accuracy", "acc_ci": "CI", "flops": "total FLOPs", "time": "total time",
-                    "speedup": "speed-up over the anchor (FLOPs)"}, formats={"test_acc": "pct"})
+                    "speedup": "speed-up to the target over the anchor (FLOPs; ≤: an upper bound)"},
+                formats={"test_acc": "pct"})
 
     def sequences(self, p: Page, ds: str, method: str) -> set[str] | None:
         """The sequence sections of a method's page on ``ds``, when its runs carry a ``scenario`` or a
@@ -235,7 +250,7 @@ class _Context:
         steps, pols = sequence_tables(studies, scen)
         shown = set(steps["study"]) if not steps.empty else set()
         shown |= set(pols["study"]) if not pols.empty else set()
-        conf = f"{100 * self.opts.bootstrap.confidence:g}%"
+        conf = f"{100 * self.opts.confidence:g}%"
         for sc in sorted(scen):
             st = steps[steps["scenario"] == sc] if not steps.empty else steps
             po = pols[pols["scenario"] == sc] if not pols.empty else pols
@@ -250,15 +265,22 @@ class _Context:
                 curve = sequence_curve(st)
                 curve["is_anchor"] = curve["policy"].isin(set(anchor["policy"]))
                 p.h(f"Cumulative cost: the accuracy each policy would ship after each of its {word}", 4)
-                p.chart(C.sequence_chart(curve, anchor["test_acc"].iloc[0] if len(anchor) else None, sc),
+                target = (pd.to_numeric(_col(anchor, "target_val_acc"), errors="coerce").mean() if len(anchor)
+                          else None)
+                p.chart(C.sequence_chart(curve, target, sc),
                         f"sequence-{ds}-{method}-{sc}",
-                        f"One line per policy: after each of its {word}, the test accuracy of the model the policy "
+                        f"One line per policy: after each of its {word}, the accuracy of the model the policy "
                         "would ship then (tuning: its finished trial with the best validation accuracy so far, "
                         "chosen on validation only; retraining: the latest step's model), mean over repeats, band: "
-                        "min to max over repeats; x: the "
+                        "min to max over repeats; y: its validation accuracy (the split the target and the "
+                        "speed-ups read), or its test accuracy (reported only) from the menu. x: the "
                         f"cumulative cost of the {word} so far (every step's own training, validation and cache "
                         "writes), mean over repeats; the menu switches between FLOPs and wall-clock. Dashed: the "
-                        "anchor policy (reuses nothing); dotted rule: its final accuracy. From "
+                        "anchor policy (reuses nothing); dotted rule (validation only): the target, the validation "
+                        "accuracy of the anchor's final shipped model, mean over repeats (each repeat has its own, "
+                        "and reaching is decided per repeat). A diamond with a min–max bar: an equal-cost "
+                        "comparator, one run from scratch at its own cost (the cumulative training of the policy "
+                        "it matches), not a chain. From "
                         f"results/{ds}/studies/{', '.join(sorted(set(st['study'])))}.csv.")
             if not po.empty:
                 p.h("Policies against the anchor", 4)
@@ -266,27 +288,48 @@ class _Context:
                 d["_a"] = d["is_anchor"].map(_true) if "is_anchor" in d else False
                 d["_s"] = pd.to_numeric(_col(d, "speedup_flops"), errors="coerce")
                 d = d.sort_values(["_a", "_s", "policy"], ascending=[False, False, True])
-                d["policy_text"] = [f"{q} (anchor)" if a else str(q) for q, a in zip(d["policy"], d["_a"])]
+                d["policy_text"] = [f"{q} (anchor)" if a else (
+                    f"{q} (equal-cost comparator of {e})" if not _nan(e) and str(e).strip() else str(q))
+                    for q, a, e in zip(d["policy"], d["_a"], _col(d, "equal_cost_of"))]
                 d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(_col(d, "test_acc_lo"), _col(d, "test_acc_hi"))]
                 for m in SEQ_MEASURES:
                     d[f"sp_{m}"] = [_speedup(r, m) for r in d.to_dict("records")]
                 d["reached_text"] = [f"{_int(a)} of {_int(b)}" for a, b in zip(_col(d, "reached"), _col(d, "repeats"))]
+                d["censored_text"] = ["" if _nan(k) else f"{_int(k)} of {_int(n)}" for k, n in
+                                      zip(_col(d, "n_censored"), _col(d, "pairs").fillna(_col(d, "repeats")))]
+                d["gain_text"] = [_gain(r, self.opts.confidence) for r in d.to_dict("records")]
                 d["flops"] = [fmt_cost(v, "flops") for v in d["total_flops"]]
                 d["time"] = [fmt_cost(v, "time") for v in d["total_time_s"]]
                 d["pruned_text"] = [f"{_int(a)} of {_int(b)}" for a, b in zip(_col(d, "pruned"), _col(d, "runs"))]
                 cols = {"policy_text": "policy", "sp_flops": f"speed-up, FLOPs ({conf} CI)",
-                        "sp_time": f"speed-up, wall-clock ({conf} CI)", "reached_text": "reached the anchor (repeats)",
+                        "sp_time": f"speed-up, wall-clock ({conf} CI)",
+                        "reached_text": "reached the target (val.; repeats)",
+                        "censored_text": "censored (never reached; repeats)",
                         "test_acc": "final test accuracy", "acc_ci": f"{conf} CI", "val_acc": "final val. accuracy",
+                        "target_val_acc": "target (val., mean)",
+                        "gain_text": f"test gain over its equal-cost comparator ({conf} CI; verdict)",
                         "flops": "total FLOPs", "time": "total time",
                         **({"pruned_text": "stopped early"} if "pruned" in d and d["pruned"].fillna(0).any() else {})}
-                cols = {k: v for k, v in cols.items() if k in d and d[k].notna().any()}
-                p.table(d, cols, formats={"test_acc": "pct", "val_acc": "pct"})
+                cols = {k: v for k, v in cols.items()
+                        if k in d and d[k].notna().any() and (d[k].astype(str) != "").any()}
+                p.table(d, cols, formats={"test_acc": "pct", "val_acc": "pct", "target_val_acc": "pct"})
                 anchor_name = anchor["policy"].iloc[0] if len(anchor) else None
-                p.p(("Speed-up: per repeat, the anchor's total cost over the policy's cost to first ship a model whose "
-                     f"test accuracy is at least the anchor's final one (anchor: {anchor_name}, the policy that reuses "
-                     "nothing); 0 for a repeat that never gets there; mean over repeats with a percentile bootstrap "
-                     "interval. The anchor's own speed-up is above 1 when it shipped such a model before its last "
-                     "step. Final accuracy: the model shipped after the last step, mean over repeats. Total cost: "
+                gains = "gain_test_acc" in d and pd.to_numeric(d["gain_test_acc"], errors="coerce").notna().any()
+                p.p(("Target, per repeat: the validation accuracy of the model the anchor ships after its last step "
+                     f"(anchor: {anchor_name}, the policy that reuses nothing); a policy reaches it at the first "
+                     "step whose shipped model has at least that validation accuracy. Speed-up, per repeat: the "
+                     "anchor's cost to reach its own target over the policy's cost to reach it, so the anchor's is 1 "
+                     "exactly. A repeat that never reaches the target is censored, not dropped: its speed-up is at "
+                     "most the anchor's cost to reach it over the policy's whole cost, an upper bound, and so is the "
+                     "summary (≤; its interval runs from 0). Over the repeats: the geometric mean with a "
+                     f"{conf} Student-t interval on the logs. The target and the reaching read the validation split "
+                     "only; test accuracy is only reported. " +
+                     ("Test gain over the equal-cost comparator (one run from scratch on the data seen so far, "
+                      "trained on as many examples as the policy's chain): per repeat at the comparator's last step, "
+                      f"the policy's shipped test accuracy minus the comparator's, mean with its {conf} Student-t "
+                      "interval, and the verdict of its t-test (Holm-adjusted over the table's gains); reported, "
+                      "not used to choose. " if gains else "") +
+                     "Final accuracy: the model shipped after the last step, mean over repeats. Total cost: "
                      "every step of the sequence, mean over repeats." if anchor_name else
                      "No anchor policy (one that reuses nothing): no speed-ups."), cls="note")
             if not st.empty:
@@ -304,20 +347,32 @@ class _Context:
                         zip(d["step"], last if last is not None else [None] * len(d))]
         if "state" in d:
             d["state_text"] = d["state"].map({"PRUNED": "stopped early", "COMPLETE": "complete"}).fillna(d["state"])
+        if "at_target" in d:
+            d["at_target_text"] = ["yes" if _true(v) else "" for v in d["at_target"]]
+        if "equal_cost" in d:
+            d["equal_cost_text"] = ["" if _nan(v) or not str(v).strip() else f"equal cost to {v}"
+                                    for v in d["equal_cost"]]
         hp = [c for c in d.columns if c.startswith("hp_")]
         cols = {"seed": "repeat", "step": one, **{c: c.removeprefix("hp_") for c in hp}, "state_text": "state",
-                "epochs_trained": "epochs trained", "trained_on": "examples trained on", "val_acc": "val. accuracy",
-                "test_acc": "test accuracy", "own_flops": "own FLOPs", "own_time_s": "own time (s)",
+                "equal_cost_text": "equal-cost comparator",
+                "epochs_trained": "epochs trained", "trained_on": "examples trained on",
+                "train_examples": "training examples seen", "val_acc": "val. accuracy",
+                "test_acc": "test accuracy", "shipped_val_acc": "shipped model's val. accuracy",
+                "target_val_acc": "target (val.)", "at_target_text": "shipped model at the target",
+                "train_flops": "training FLOPs", "own_flops": "own FLOPs", "own_time_s": "own time (s)",
                 "cum_flops": "cumulative FLOPs", "teachers": f"teachers ({word})", "init_from": f"initialised from ({one})",
                 "shipped": "shipped at the end"}
         cols = {k: v for k, v in cols.items() if k in d and d[k].notna().any() and (d[k] != "").any()}
-        formats = {"val_acc": "pct", "test_acc": "pct", "own_flops": "g", "own_time_s": "g", "cum_flops": "g",
+        formats = {"val_acc": "pct", "test_acc": "pct", "shipped_val_acc": "pct", "target_val_acc": "pct",
+                   "train_examples": _as_int, "train_flops": "g", "own_flops": "g", "own_time_s": "g", "cum_flops": "g",
                    "init_from": _as_int, "teachers": _as_int, **{c: "g" for c in hp if d[c].dtype.kind == "f"}}
         p.h(f"Every {one} of each policy", 4)
         pruned = "state" in d and (d["state"] == "PRUNED").any()
         p.p(f"From the study table of the {word}: one row per repeat and {one}; 'shipped at the end' marks the model "
             "the policy ships after its last step (tuning: the finished trial with the best validation accuracy, "
-            "never chosen on test; retraining: the last step's model)" +
+            "never chosen on test; retraining: the last step's model); 'at the target': the model the policy would "
+            "ship after that step has at least the repeat's target validation accuracy (the anchor's final shipped "
+            "model's); the first such step is where the policy reaches it" +
             ("; stopped early: pruned on its validation curve by the policy's pruner." if pruned else "."),
             cls="note")
         parts = []
@@ -357,10 +412,11 @@ class _Context:
             p.h(f"{ds}: the training efficiency frontier")
             a = self.aggs[self.aggs["dataset"] == ds]
             p.chart(C.frontier_chart(a, None, self.opts.cost_axis, sequences=self.seq_points[ds]), f"frontier-{ds}",
-                    "Each point: one method variant (or baseline) on one model, mean over seeds with 95% intervals "
-                    "of accuracy and cost; the dashed step line joins the Pareto-optimal points. Shapes: baseline, "
-                    "selected (recommended at some budget), frontier, dominated" + self.seq_caption(ds) +
-                    ". Hover for details.")
+                    "Each point: one method variant (or baseline budget) on one model, mean over seeds with 95% "
+                    "intervals of test accuracy and cost; grey line and band: each model's baseline budget curve; the "
+                    "dashed step line joins the points Pareto-optimal on validation accuracy. Shapes: baseline, "
+                    "selected (recommended at some budget, on validation), better at equal cost, not better at equal "
+                    "cost (the verdict on validation, Holm-adjusted)" + self.seq_caption(ds) + ". Hover for details.")
             rec = self.recs[self.opts.cost_axis]
             rec = rec[rec["dataset"] == ds] if not rec.empty else rec
             if not rec.empty:
@@ -396,25 +452,28 @@ class _Context:
     def frontier(self) -> Page:
         p = Page("frontier.html", "Training efficiency frontier")
         p.p("Accuracy against total cost. Pick the cost axis from the menu under each chart: wall-clock or FLOPs, "
-            "own (marginal: reuse treated as free, the sequence-of-runs view) or full (own plus every reused past "
-            "run, cache and score table). " + self.stats_note(), cls="note")
+            "own (marginal: reuse treated as free, the sequence-of-runs view), amortised (each reused past run, cache "
+            "and score table shared among the runs that reuse it) or full (own plus every reused artifact in full). "
+            + self.stats_note(), cls="note")
         for ds in self.datasets:
             a = self.aggs[self.aggs["dataset"] == ds]
             p.h(ds)
             p.chart(C.frontier_chart(a, None, self.opts.cost_axis, sequences=self.seq_points[ds]), f"frontier-{ds}",
-                    "Mean over seeds; error bars: 95% bootstrap intervals of accuracy (vertical) and cost "
-                    "(horizontal). Click a legend entry to highlight a method" + self.seq_caption(ds) + ".")
+                    "Mean over seeds; error bars: 95% t-intervals of test accuracy (vertical) and cost "
+                    "(horizontal); grey line and band: each model's baseline budget curve (its budgets' means and "
+                    "intervals). Click a legend entry to highlight a method" + self.seq_caption(ds) + ".")
             self.sequence_points_table(p, ds)
             for axis, (c, label) in AXES.items():
                 f = a[a[f"frontier_{axis}"] & (a["n"] > 0)].sort_values(c)
-                p.h(f"Pareto-optimal on {label}", 3)
+                p.h(f"Pareto-optimal on {label} (validation accuracy)", 3)
                 d = f.copy()
                 d["cost"] = [fmt_cost(v, axis) for v in d[c]]
                 d["cost_ci"] = [fmt_ci(lo, hi, pct=False) for lo, hi in zip(d[f"{c}_lo"], d[f"{c}_hi"])]
                 d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(d["test_acc_lo"], d["test_acc_hi"])]
                 p.table(d, {"label": "run", "n_of": "seeds", "cost": "mean cost", "cost_ci": "cost 95% CI",
-                            "test_acc": "accuracy", "acc_ci": "95% CI", "verdict": "vs its baseline",
-                            f"role_{axis}": "role"}, formats={"test_acc": "pct"})
+                            "val_acc": "val. accuracy", "test_acc": "test accuracy", "acc_ci": "95% CI",
+                            f"verdict_{axis}": "verdict at equal cost", f"role_{axis}": "role"},
+                        formats={"test_acc": "pct", "val_acc": "pct"})
             miss = a[a["n"] == 0]
             if len(miss):
                 p.h("Not on the chart: no finished run", 3)
@@ -433,12 +492,14 @@ class _Context:
 
     def recommendations(self) -> Page:
         p = Page("recommendations.html", "Recommendations: which method at which budget")
-        p.p("Generated from the measured table only (summary.parquet). For a budget c on a cost axis, the affordable "
-            "runs are the aggregates whose mean cost is at most c; a method is eligible only if its paired "
-            "comparison with its own baseline (same dataset, model and seeds) says better, i.e. the 95% interval "
-            "of the mean accuracy difference lies above 0; baselines are always eligible. The recommendation is the "
-            "eligible aggregate with the highest mean accuracy; where that is a baseline, no method beats the "
-            "baseline at that budget. Ranges start at each aggregate's mean cost.", cls="note")
+        p.p("Generated from the measured table only (summary.parquet), and chosen on the validation split only. For "
+            "a budget c on a cost axis, the affordable runs are the aggregates whose mean cost is at most c; a method "
+            "is eligible only if its verdict at equal cost on that axis is better (its validation gain over its "
+            "comparator's baseline budget curve, Holm-adjusted over the dataset's variants, p < 0.05); every budget "
+            "of every baseline is eligible. The recommendation is the eligible aggregate with the highest mean "
+            "validation accuracy; its test accuracy and test gain at equal cost are reported, never used to choose. "
+            "Where it is a baseline, no method beats the baseline at that budget. Ranges start at each aggregate's "
+            "mean cost.", cls="note")
         p.p(self.stats_note(), cls="note")
         rows = []
         order = [self.opts.cost_axis] + [a for a in AXES if a != self.opts.cost_axis]
@@ -464,27 +525,39 @@ class _Context:
                     d = rec.copy()
                     d["budget"] = [f"{fmt_cost(lo, axis)} – {fmt_cost(hi, axis)}" for lo, hi in
                                    zip(d["budget_lo"], d["budget_hi"])]
-                    d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(d["recommended_acc_lo"], d["recommended_acc_hi"])]
-                    d["diff"] = ["" if b else f"{100 * m:+.2f} {fmt_ci(lo, hi, signed=True)}" for b, m, lo, hi in
-                                 zip(d["no_method_beats_baseline"], d["diff_mean"], d["diff_lo"], d["diff_hi"])]
-                    body.table(d, {"budget": "budget", "recommended": "use", "recommended_n_of": "seeds",
-                                   "recommended_acc": "accuracy", "acc_ci": "95% CI", "diff": "vs its baseline",
+                    d["acc_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(_col(d, "recommended_acc_lo"),
+                                                                    _col(d, "recommended_acc_hi"))]
+                    d["gain_text"] = ["" if b else fmt_gain(m, lo, hi, bd, self.opts.confidence) for b, m, lo, hi, bd in
+                                      zip(d["no_method_beats_baseline"], _col(d, "gain"), _col(d, "gain_lo"),
+                                          _col(d, "gain_hi"), _col(d, "gain_bound"))]
+                    d["speedup_text"] = ["" if b else fmt_speedup(m, lo, hi, bd) for b, m, lo, hi, bd in
+                                         zip(d["no_method_beats_baseline"], _col(d, "speedup"), _col(d, "speedup_lo"),
+                                             _col(d, "speedup_hi"), _col(d, "speedup_bound"))]
+                    body.table(d, {"budget": "budget", "recommended": "use (chosen on validation)",
+                                   "recommended_n_of": "seeds", "recommended_val_acc": "val. accuracy",
+                                   "recommended_acc": "test accuracy", "acc_ci": "95% CI",
+                                   "gain_text": "test gain at equal cost", "speedup_text": "speed-up at equal accuracy",
+                                   "p_holm": "Holm-adjusted p (val.)",
                                    "no_method_beats_baseline": "no method beats the baseline",
-                                   "highest_mean": "highest mean within budget"},
-                               formats={"recommended_acc": "pct"})
+                                   "highest_val": "highest val. accuracy within budget"},
+                               formats={"recommended_acc": "pct", "recommended_val_acc": "pct", "p_holm": "g"})
                     rows += rec.to_dict("records")
                 inner = "\n".join(body.parts)
                 p.raw(f"<h3>{_esc(AXES[axis][1])}</h3>{inner}" if i == 0 else
                       f"<details><summary>{_esc(AXES[axis][1])}</summary>{inner}</details>")
             sr = self.seq_recs[self.seq_recs["dataset"] == ds] if not self.seq_recs.empty else self.seq_recs
             if not sr.empty:
-                p.h("Sequences: which policy reaches the anchor's accuracy cheapest", 3)
-                p.p("From results/<dataset>/studies/<scenario>.csv (per policy: the speed-up over the anchor, the "
-                    "policy that reuses nothing, per repeat its whole sequence's cost over the policy's cost to first "
-                    "ship a model at least as accurate on test as the anchor's final one, 0 where it never does; mean "
-                    "over repeats with a percentile bootstrap interval). Only policies that reached it in every "
-                    "repeat are named; the lowest mean cost to reach it wins. Sequence steps are not among the "
-                    "budget recommendations above.", cls="note")
+                p.h("Sequences: which policy reaches the anchor's target cheapest", 3)
+                p.p("From results/<dataset>/studies/<scenario>.csv. The target, per repeat: the validation accuracy "
+                    "of the model the anchor (the policy that reuses nothing) ships after its last step; a policy "
+                    "reaches it at the first step whose shipped model has at least that validation accuracy. "
+                    "Speed-up, per repeat: the anchor's cost to reach its own target over the policy's cost to reach "
+                    "it (the anchor's is 1 exactly); a repeat that never reaches it is censored, not dropped (its "
+                    "speed-up is an upper bound, its cost to reach it at least its whole cost), so a summary with "
+                    "censored repeats is an upper bound (≤). Over the repeats: the geometric mean with a Student-t "
+                    "interval on the logs. Only policies that reached the target in every repeat are named; the "
+                    "lowest mean cost to reach it wins. A policy with an equal-cost comparator has its test gain "
+                    "over it reported. Sequence steps are not among the budget recommendations above.", cls="note")
                 p.raw('<ul class="sequence-statements">' + "".join(
                     f'<li data-dataset="{_esc(ds)}" data-scenario="{_esc(r["scenario"])}">{_esc(r["statement"])}'
                     f'</li>' for r in sr.to_dict("records")) + "</ul>")
@@ -540,26 +613,29 @@ class _Context:
                 p.raw(self.missing_table(miss))
             p.h("Accuracy", 3)
             p.chart(C.accuracy_chart(mine), f"accuracy-{ds}-{method}",
-                    "Mean test accuracy over seeds with 95% bootstrap intervals; colour: the paired comparison "
-                    "with the same model's baseline.")
+                    "Mean test accuracy over seeds with 95% t-intervals; colour: the verdict at equal cost (validation "
+                    "gain over the comparator's baseline budget curve, Holm-adjusted).")
+            if method != BASELINE:
+                self.equal_cost_table(p, own)
             if "robust_acc" in own and own["robust_acc"].notna().any():
                 p.h("Robust accuracy", 3)
                 p.chart(C.accuracy_chart(mine, field="robust_acc"), f"robust-{ds}-{method}",
                         "Test accuracy under the attack of each run's robust.json, run against the run's own final "
-                        "model; mean over seeds with 95% bootstrap intervals; colour: the clean accuracy's paired "
-                        "comparison with the baseline.")
+                        "model; mean over seeds with 95% t-intervals; colour: the clean accuracy's verdict at equal cost.")
             p.h("Learning curves", 3)
             p.chart(C.curves_chart(_rows_of(self.curve_stats, ds, mine)), f"curves-{ds}-{method}",
                     "Test accuracy after each epoch against optimisation steps; line: mean over seeds, band: 95% "
-                    "bootstrap interval; dashed: the baseline of the same model.")
+                    "t-interval; dashed: the baselines of the same model (every budget).")
             if method != BASELINE:
                 for t in [BASELINE] + [target_name(x) for x in self.opts.targets]:
                     what = "the baseline's mean final accuracy" if t == BASELINE else f"accuracy {t}"
                     p.h(f"Time to {what}", 3)
                     p.chart(C.tta_chart(own, t), f"tta-{ds}-{method}-{t}",
-                            "Speed-up = the baseline's cost to first reach the target / the method's, over the seeds "
-                            "where both reach it (paired bootstrap interval); first epoch at or above the target, no "
-                            "interpolation. Runs that never reach it show as 0 (grey).")
+                            "Speed-up = per seed, the budget-1 baseline's cost to first reach the target / the "
+                            "method's (geometric mean, t-interval on the logs); first epoch at or above the target, no "
+                            "interpolation. A seed where one side never reaches it is censored, not dropped: that "
+                            "side's whole run bounds its cost, so the speed-up is a bound (colour). No value at all: "
+                            "0 (grey).")
             # the steps of a sequence are no designed sweep (a tuning sequence's hyperparameters are drawn, its step
             # number is no setting): none is drawn
             sweeps = self.sweeps(own) if shown is None else []
@@ -591,6 +667,46 @@ class _Context:
                 p.p("Scores used by these variants: " + links([(scores_page(ds), f"score distributions and rank "
                                                                                  f"agreement on {ds}")]), raw=True)
         return p
+
+    def equal_cost_table(self, p: Page, own: pd.DataFrame) -> None:
+        """The verdict at equal cost of each variant on every cost axis (the method page's main table)."""
+        d = own[(own["n"] > 0) & ~off_frontier(own)]
+        if d.empty:
+            return
+        rows = []
+        for r in d.to_dict("records"):
+            for axis, (_, label) in AXES.items():
+                rows.append({"label": r["label"], "axis": label, "comparator": r.get("comparator"),
+                             "val": fmt_gain(r.get(f"val_gain_at_cost_{axis}"), r.get(f"val_gain_at_cost_{axis}_lo"),
+                                             r.get(f"val_gain_at_cost_{axis}_hi"),
+                                             r.get(f"val_gain_at_cost_{axis}_bound"), self.opts.confidence),
+                             "p_holm": r.get(f"val_gain_at_cost_{axis}_p_holm"),
+                             "verdict": r.get(f"verdict_{axis}"),
+                             "gain": fmt_gain(r.get(f"gain_at_cost_{axis}"), r.get(f"gain_at_cost_{axis}_lo"),
+                                              r.get(f"gain_at_cost_{axis}_hi"), r.get(f"gain_at_cost_{axis}_bound"),
+                                              self.opts.confidence),
+                             "own": ("" if r.get("comparator") in (None, r["model"]) else
+                                     fmt_gain(r.get(f"gain_own_{axis}"), r.get(f"gain_own_{axis}_lo"),
+                                              r.get(f"gain_own_{axis}_hi"), None, self.opts.confidence)),
+                             "speedup": fmt_speedup(r.get(f"speedup_at_acc_{axis}"),
+                                                    r.get(f"speedup_at_acc_{axis}_lo"),
+                                                    r.get(f"speedup_at_acc_{axis}_hi"),
+                                                    r.get(f"speedup_at_acc_{axis}_bound"))})
+        t = pd.DataFrame(rows)
+        p.h("At equal cost: against the baseline's budget curve", 3)
+        p.p("Per variant and cost axis: the gain at equal cost (accuracy minus the comparator's baseline budget "
+            "curve at the variant's cost, per seed, paired) on validation, which decides the verdict (t-test, "
+            "Holm-adjusted over the dataset's variants on that axis), and on test, only reported; the speed-up at "
+            "equal accuracy (the curve's cost to reach the variant's test accuracy over its cost). ≥ / ≤: a bound, "
+            "where the variant's cost or accuracy lies beyond the curve's budgets. Comparator: the model whose "
+            "baseline is like for like (the variant's `baseline` key, else its own model); where it differs, the "
+            "gain against the own model's curve is shown too.", cls="note")
+        cols = {"label": "run", "axis": "cost axis", "comparator": "comparator", "val": "validation gain (points)",
+                "p_holm": "Holm-adjusted p", "verdict": "verdict", "gain": "test gain (points)",
+                "own": "test gain vs own model's curve", "speedup": "speed-up at equal accuracy"}
+        if not (t["own"] != "").any():
+            cols.pop("own")
+        p.table(t, cols, formats={"p_holm": "g"})
 
     def sweeps(self, own: pd.DataFrame) -> list[tuple[str, list[str]]]:
         """Numeric settings that vary across a method's variants, each with the other varying settings
@@ -713,13 +829,35 @@ def _int(v: Any) -> str:
 
 
 def _speedup(r: dict, measure: str) -> str:
-    """``1.81× [1.29, 2.33]`` from a per-policy sequence row (the anchor's too: above 1 when it shipped a
-    model as accurate as its final one before its last step)."""
+    """``1.81× [1.29, 2.33]`` from a per-policy sequence row (the anchor's: ``1.00× [1.00, 1.00]``); a
+    summary with censored repeats is a bound: ``≤ 0.97× [0.00, 2.10]`` (upper: the interval runs from 0),
+    ``≥ …`` with ``∞`` as its high end (lower), no interval when both kinds occur."""
+    from reuse.stats import LOWER, UPPER, bound_word
+
     v = r.get(f"speedup_{measure}")
     if _nan(v):
         return ""
+    b = r.get(f"speedup_{measure}_bound")
+    b = None if _nan(b) else str(b).strip() or None
     lo, hi = r.get(f"speedup_{measure}_lo"), r.get(f"speedup_{measure}_hi")
-    return f"{v:.2f}×" + ("" if _nan(lo) or _nan(hi) else f" [{lo:.2f}, {hi:.2f}]")
+    if b == UPPER:
+        lo = 0.0
+    elif b == LOWER:
+        hi = math.inf
+    ci = "" if b == "mixed" or _nan(lo) or _nan(hi) or (b == UPPER and math.isinf(hi)) else \
+        f" [{lo:.2f}, {'∞' if math.isinf(hi) else f'{hi:.2f}'}]"
+    return f"{bound_word(b) if b in (UPPER, LOWER) else ''}{v:.2f}×{ci}"
+
+
+def _gain(r: dict, confidence: float) -> str:
+    """``+2.50 points [+1.00, +4.00] vs scratch_long: no detectable difference`` from a per-policy sequence row
+    with an equal-cost comparator (the test gain of its final shipped model at the comparator's last step)."""
+    comp, g = r.get("equal_cost_policy"), r.get("gain_test_acc")
+    if _nan(comp) or not str(comp).strip() or _nan(g):
+        return ""
+    ci = fmt_ci(r.get("gain_test_acc_lo", math.nan), r.get("gain_test_acc_hi", math.nan), signed=True).replace("%", "")
+    v = r.get("gain_test_verdict")
+    return f"{100 * g:+.2f} points {ci} vs {comp}" + ("" if _nan(v) else f": {v}")
 
 
 def _as_int(v: Any) -> str:

@@ -1,5 +1,6 @@
 """Altair charts of the report. Every chart takes tidy tables and knows no method by name; every
-accuracy it draws carries its bootstrap interval (error bars or bands) and its number of seeds."""
+accuracy it draws carries its Student-t interval over seeds (error bars or bands) and its number of
+seeds; the frontier draws each model's baseline budget curve as a line with its band."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from reuse import metrics as M
+from reuse import stats as S
 from reuse.report.collect import AXES
-from reuse.report.tables import BASELINE, SEQ_MEASURES, off_frontier, step_word
+from reuse.report.tables import (BASELINE, ROLE_BETTER, ROLE_NOT_BETTER, SEQ_MEASURES, fmt_gain, off_frontier,
+                                 step_word)
 
 WIDTH = 620
-ROLE_SHAPES = {"baseline": "square", "selected": "diamond", "frontier": "circle", "dominated": "triangle-up"}
+ROLE_SHAPES = {"baseline": "square", "selected": "diamond", ROLE_BETTER: "circle", ROLE_NOT_BETTER: "triangle-up"}
 # a whole sequence (every step of a tuning sequence or a retraining, one point per policy) on the frontier chart
 SEQUENCE_ROLE = "sequence (whole tuning / retraining, full cost)"
 SEQUENCE_SHAPE = "cross"
 VERDICT_COLORS = {"baseline": "#555555", "better": "#1a9850", "worse": "#d73027", "no detectable difference": "#4575b4",
-                  "n=1, no interval": "#fdae61", "no paired baseline": "#999999"}
+                  "n=1, no interval": "#fdae61", "no paired baseline": "#999999", "no validation split": "#bbbbbb",
+                  "sequence step": "#cccccc", "another question": "#dddddd"}
+# a censored speed-up (some seeds never reached the target): what its value is
+TTA_STATUS = {S.UPPER: "at most (the method missed it in some seeds)",
+              S.LOWER: "at least (the baseline missed it in some seeds)", "mixed": "both missed it in some seeds"}
 TTA_WHATS = {"steps": "optimisation steps", "flops": "training FLOPs", "time_s": "wall-clock (s)",
              "flops_full": "FLOPs incl. reused", "time_s_full": "wall-clock incl. reused (s)"}
 
@@ -70,7 +76,9 @@ def frontier_data(aggs: pd.DataFrame, sequences: pd.DataFrame | None = None) -> 
                          "verdict": "anchor (reuses nothing)" if not _absent(r.get("is_anchor")) and bool(r["is_anchor"])
                          else "",
                          "diff_text": "" if _absent(r.get("speedup_flops")) else
-                         f"speed-up over the anchor {r['speedup_flops']:.2f}× (FLOPs)"})
+                         f"speed-up to the target over the anchor "
+                         f"{'' if _absent(r.get('speedup_flops_bound')) else S.bound_word(r['speedup_flops_bound'])}"
+                         f"{r['speedup_flops']:.2f}× (FLOPs)"})
     for r in aggs[(aggs["n"] > 0) & ~off_frontier(aggs)].to_dict("records"):
         for axis, (col, label) in AXES.items():
             if col not in r or r[col] is None or (isinstance(r[col], float) and math.isnan(r[col])):
@@ -82,10 +90,12 @@ def frontier_data(aggs: pd.DataFrame, sequences: pd.DataFrame | None = None) -> 
                          "on_frontier": bool(r.get(f"frontier_{axis}", False)), "n_of": r["n_of"],
                          "acc_text": _pct(r["test_acc"]), "ci_text": _ci_text(r.get("test_acc_lo"),
                                                                                 r.get("test_acc_hi"), r["n"]),
-                         "verdict": r.get("verdict", ""),
-                         "diff_text": "" if r["method"] == BASELINE or r.get("n_pairs", 0) == 0 else
-                         f"{100 * r['diff_mean']:+.2f} points, CI {_ci_text(r.get('diff_lo'), r.get('diff_hi'), r.get('n_pairs'))}"
-                         .replace("%", "")})
+                         "verdict": r.get(f"verdict_{axis}", ""), "curve": r["method"] == BASELINE,
+                         "budget": r.get("budget"),
+                         "diff_text": "" if r["method"] == BASELINE else
+                         fmt_gain(r.get(f"gain_at_cost_{axis}"), r.get(f"gain_at_cost_{axis}_lo"),
+                                  r.get(f"gain_at_cost_{axis}_hi"), r.get(f"gain_at_cost_{axis}_bound"))
+                         + f" vs the {r.get('comparator', r['model'])} baseline curve"})
     return _clean(pd.DataFrame(rows))
 
 
@@ -134,7 +144,8 @@ def place_labels(data: pd.DataFrame, width: int = WIDTH, height: int = FRONTIER_
 def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: str = "time_full",
                    title: str = "", sequences: pd.DataFrame | None = None) -> alt.Chart:
     """Accuracy against cost, every finished aggregate with its 95% intervals (accuracy and cost),
-    the Pareto frontier as a step line, shapes by role. ``axis=None``: a menu picks the cost axis.
+    each model's baseline budget curve (line and band), the Pareto frontier (on validation accuracy) as
+    a dashed step line, shapes by role (decided by the verdict at equal cost). ``axis=None``: a menu picks the cost axis.
     ``sequences``: whole sequences as extra points (shape :data:`SEQUENCE_SHAPE`, on no frontier)."""
     data = frontier_data(aggs, sequences)
     if data.empty:
@@ -157,8 +168,8 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
     tooltip = [alt.Tooltip("label:N", title="run"), alt.Tooltip("n_of:N", title="seeds"),
                alt.Tooltip("acc_text:N", title="accuracy"), alt.Tooltip("ci_text:N", title="95% CI"),
                alt.Tooltip("cost:Q", title="cost", format=".3s"), alt.Tooltip("axis_label:N", title="axis"),
-               alt.Tooltip("role:N"), alt.Tooltip("verdict:N", title="vs its baseline"),
-               alt.Tooltip("diff_text:N", title="difference")]
+               alt.Tooltip("role:N"), alt.Tooltip("verdict:N", title="verdict at equal cost (val., Holm)"),
+               alt.Tooltip("diff_text:N", title="test gain at equal cost")]
     opacity = alt.condition(legend_sel, alt.value(1.0), alt.value(0.15))
     yerr = base.mark_rule(strokeWidth=1.5).encode(x=x, y=alt.Y("acc_lo:Q"), y2="acc_hi:Q",
                                                    color=alt.Color("method:N"), opacity=opacity)
@@ -167,6 +178,12 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
     front = base.transform_filter(alt.datum.on_frontier).mark_line(interpolate="step-after", color="#333",
                                                                      strokeDash=[4, 3]).encode(
         x=alt.X("cost:Q"), y=alt.Y("acc:Q"), order="cost:Q")
+    # each model's baseline budget curve: its budgets' mean points joined, with the band of their intervals
+    curve = base.transform_filter(alt.datum.curve)
+    band = curve.mark_area(opacity=0.12, color="#555").encode(x=alt.X("cost:Q"), y=alt.Y("acc_lo:Q"), y2="acc_hi:Q",
+                                                            detail="model:N", order="cost:Q")
+    line = curve.mark_line(color="#555", strokeWidth=1.2).encode(x=alt.X("cost:Q"), y=alt.Y("acc:Q"),
+                                                                 detail="model:N", order="cost:Q")
     shapes = dict(ROLE_SHAPES, **({SEQUENCE_ROLE: SEQUENCE_SHAPE} if (data["role"] == SEQUENCE_ROLE).any() else {}))
     points = base.mark_point(filled=True, size=110, stroke="black", strokeWidth=0.6).encode(
         x=x, y=y, color=alt.Color("method:N", title="method (click to highlight)", scale=alt.Scale(scheme="tableau10")),
@@ -179,38 +196,52 @@ def frontier_chart(aggs: pd.DataFrame, axis: str | None = None, default_axis: st
         x=alt.X("cost:Q"), y=alt.Y("label_y:Q"), text="label:N", opacity=opacity)
     leaders = base.transform_filter("isValid(datum.label_y)").mark_rule(color="#999", strokeWidth=0.6).encode(
         x=alt.X("cost:Q"), y=alt.Y("acc:Q"), y2="label_y:Q", opacity=opacity)
-    return alt.layer(front, yerr, xerr, leaders, points, labels).properties(width=WIDTH, height=FRONTIER_HEIGHT,
+    return alt.layer(band, line, front, yerr, xerr, leaders, points, labels).properties(width=WIDTH, height=FRONTIER_HEIGHT,
                                                                             title=title)
 
 
 # ----------------------------------------------------------------------------- sequences
 ANCHOR_KIND, REUSE_KIND = "anchor (reuses nothing)", "reuses earlier steps"
+COMPARATOR_KIND = "equal-cost comparator (one run)"
+# the accuracy the sequence chart draws (menu): the split the target and the speed-ups read, or the reported one
+SEQ_SPLITS = {"val": ("val", "val_min", "val_max", "n_val", "validation (the target's split)"),
+              "test": ("acc", "acc_min", "acc_max", "n", "test (reported only)")}
 
 
 def sequence_chart_data(curve: pd.DataFrame) -> pd.DataFrame:
-    """Long table of :func:`reuse.report.tables.sequence_curve`: one row per (policy, step, measure)."""
+    """Long table of :func:`reuse.report.tables.sequence_curve`: one row per (policy, step, measure, split),
+    ``split`` the accuracy drawn (the shipped model's validation or test accuracy); ``kind`` says whether
+    the policy is the anchor, an equal-cost comparator (one run per step, drawn as points) or reuses its steps."""
     if curve.empty:
         return pd.DataFrame()
     many = curve["model"].nunique() > 1 if "model" in curve else False
     rows = []
     for r in curve.to_dict("records"):
         series = f"{r['policy']} ({r['model']})" if many else str(r["policy"])
+        comp = r.get("equal_cost")
+        kind = (ANCHOR_KIND if bool(r.get("is_anchor", False)) else
+                COMPARATOR_KIND if not _absent(comp) and str(comp).strip() else REUSE_KIND)
         for m, (col, _, _, label) in SEQ_MEASURES.items():
-            rows.append({"measure": m, "measure_label": label, "cost": r[col], "acc": r["acc"],
-                         "lo": r["acc_min"], "hi": r["acc_max"], "n": r["n"], "repeats": r["repeats"],
-                         "step": r["step"], "policy": series,
-                         "kind": ANCHOR_KIND if bool(r.get("is_anchor", False)) else REUSE_KIND,
-                         "range_text": "" if _absent(r["acc_min"]) else
-                         f"{100 * r['acc_min']:.2f} – {100 * r['acc_max']:.2f}%"})
+            for split, (acc, lo, hi, n, split_label) in SEQ_SPLITS.items():
+                a, lo_v, hi_v = r.get(acc, math.nan), r.get(lo, math.nan), r.get(hi, math.nan)
+                rows.append({"measure": m, "measure_label": label, "split": split, "split_label": split_label,
+                             "cost": r[col], "acc": a, "lo": lo_v, "hi": hi_v, "n": r.get(n, math.nan),
+                             "repeats": r["repeats"], "at_target": r.get("at_target", math.nan),
+                             "step": r["step"], "policy": series, "kind": kind,
+                             "matches": "" if kind != COMPARATOR_KIND else str(comp),
+                             "range_text": "" if _absent(lo_v) else f"{100 * lo_v:.2f} – {100 * hi_v:.2f}%"})
     return _clean(pd.DataFrame(rows))
 
 
-def sequence_chart(curve: pd.DataFrame, anchor_acc: float | None = None, scenario: str = "",
+def sequence_chart(curve: pd.DataFrame, target: float | None = None, scenario: str = "",
                    title: str = "") -> alt.Chart:
-    """The cumulative-cost curve of each policy of a sequence: the test accuracy of the model the policy
-    would ship after each step (mean over repeats, band: min to max over repeats) against the
-    cumulative cost (mean over repeats), FLOPs or wall-clock from a menu; the anchor's final accuracy
-    as a dashed rule, the anchor policy dashed."""
+    """The cumulative-cost curve of each policy of a sequence: the accuracy of the model the policy would
+    ship after each step (mean over repeats, band: min to max over repeats) against the cumulative cost
+    (mean over repeats). Menus: FLOPs or wall-clock; the shipped model's validation accuracy (default: the
+    split the target and the speed-ups read) or its test accuracy (reported only). ``target``: the mean over
+    repeats of the target (the anchor's final shipped validation accuracy), a dotted rule on the validation
+    view. The anchor dashed; an equal-cost comparator (one run from scratch per step, not a chain) as
+    diamonds with a min–max bar."""
     d = sequence_chart_data(curve)
     if d.empty:
         return _empty("no steps of this sequence yet")
@@ -219,40 +250,55 @@ def sequence_chart(curve: pd.DataFrame, anchor_acc: float | None = None, scenari
                      bind=alt.binding_select(options=list(SEQ_MEASURES),
                                              labels=[f"cumulative {v[3]}" for v in SEQ_MEASURES.values()],
                                              name="cost: "))
+    split = alt.param(name="sequence_split", value="val",
+                      bind=alt.binding_select(options=list(SEQ_SPLITS), labels=[v[4] for v in SEQ_SPLITS.values()],
+                                              name="accuracy: "))
     sel = alt.selection_point(fields=["policy"], bind="legend")
-    base = alt.Chart(d).add_params(pick).transform_filter(alt.datum.measure == pick)
+    base = alt.Chart(d).transform_filter((alt.datum.measure == pick) & (alt.datum.split == split))
+    chain = base.transform_filter(alt.datum.kind != COMPARATOR_KIND)
+    one_off = base.transform_filter(alt.datum.kind == COMPARATOR_KIND)
     x = alt.X("cost:Q", title=f"cumulative cost of the {word} so far (mean over repeats; menu below)",
               scale=alt.Scale(zero=True))
+    y = alt.Y("acc:Q", title="shipped model's accuracy (menu; mean, band: min–max)",
+              scale=alt.Scale(zero=False), axis=alt.Axis(format=".1%"))
     color = alt.Color("policy:N", title="policy (click to highlight)", scale=alt.Scale(scheme="tableau10"),
                       legend=alt.Legend(symbolOpacity=1))
+    opacity = alt.condition(sel, alt.value(1.0), alt.value(0.12))
+    tooltip = [alt.Tooltip("policy:N"), alt.Tooltip("kind:N", title="policy kind"),
+               alt.Tooltip("step:Q", title=word.removesuffix("s")),
+               alt.Tooltip("cost:Q", title="cumulative cost (mean)", format=".3s"),
+               alt.Tooltip("measure_label:N", title="measure"), alt.Tooltip("split_label:N", title="accuracy"),
+               alt.Tooltip("acc:Q", title="shipped model's accuracy (mean)", format=".2%"),
+               alt.Tooltip("range_text:N", title="min – max over repeats"),
+               alt.Tooltip("at_target:Q", title="repeats at the target (val.) by then"),
+               alt.Tooltip("n:Q", title="repeats shipping a model"), alt.Tooltip("repeats:Q")]
     # the band is drawn in x order (an `order` channel would stack areas, not sort them)
-    band = base.mark_area().encode(x=x, y=alt.Y("lo:Q"), y2="hi:Q", color=color,
-                                   opacity=alt.condition(sel, alt.value(0.15), alt.value(0.02)))
-    line = base.mark_line(point=True, strokeWidth=1.8).encode(
-        x=x, y=alt.Y("acc:Q", title="shipped model's test accuracy (mean; band: min–max)",
-                     scale=alt.Scale(zero=False), axis=alt.Axis(format=".1%")),
-        color=color, order="step:Q",
+    band = chain.mark_area().encode(x=x, y=alt.Y("lo:Q"), y2="hi:Q", color=color,
+                                    opacity=alt.condition(sel, alt.value(0.15), alt.value(0.02)))
+    line = chain.mark_line(point=True, strokeWidth=1.8).encode(
+        x=x, y=y, color=color, order="step:Q",
         strokeDash=alt.StrokeDash("kind:N", scale=alt.Scale(domain=[REUSE_KIND, ANCHOR_KIND], range=[[1, 0], [5, 3]]),
                                   title=None),
-        opacity=alt.condition(sel, alt.value(1.0), alt.value(0.12)),
-        tooltip=[alt.Tooltip("policy:N"), alt.Tooltip("step:Q", title=word.removesuffix("s")),
-                 alt.Tooltip("cost:Q", title="cumulative cost (mean)", format=".3s"),
-                 alt.Tooltip("measure_label:N", title="measure"),
-                 alt.Tooltip("acc:Q", title="shipped test accuracy (mean)", format=".2%"),
-                 alt.Tooltip("range_text:N", title="min – max over repeats"),
-                 alt.Tooltip("n:Q", title="repeats shipping a model"), alt.Tooltip("repeats:Q")]).add_params(sel)
-    layers = [band, line]
-    if anchor_acc is not None and not _absent(anchor_acc):
-        layers.insert(0, alt.Chart(pd.DataFrame({"y": [anchor_acc]})).mark_rule(color="#333", strokeDash=[2, 4]).encode(
-            y="y:Q"))
-    return alt.layer(*layers).properties(width=WIDTH, height=340, title=title)
+        opacity=opacity, tooltip=tooltip).add_params(sel)
+    bar = one_off.mark_rule(strokeWidth=1.5).encode(x=x, y=alt.Y("lo:Q"), y2="hi:Q", color=color, opacity=opacity)
+    dot = one_off.mark_point(shape="diamond", size=110, filled=True).encode(
+        x=x, y=y, color=color, opacity=opacity,
+        tooltip=tooltip + [alt.Tooltip("matches:N", title="equal cost to (its cumulative training)")])
+    layers = [band, line, bar, dot]
+    if target is not None and not _absent(target):
+        rule = alt.Chart(pd.DataFrame({"y": [target], "split": ["val"],
+                                       "what": ["target: the anchor's final shipped validation accuracy, mean over "
+                                                "repeats"]})).transform_filter(alt.datum.split == split)
+        layers.insert(0, rule.mark_rule(color="#333", strokeDash=[2, 4]).encode(
+            y="y:Q", tooltip=[alt.Tooltip("what:N", title=""), alt.Tooltip("y:Q", title="target", format=".2%")]))
+    return alt.layer(*layers).add_params(pick, split).properties(width=WIDTH, height=340, title=title)
 
 
 # ----------------------------------------------------------------------------- per-method charts
 def accuracy_chart(aggs: pd.DataFrame, title: str = "", field: str = "test_acc") -> alt.Chart:
     """Mean test accuracy (or another accuracy column of the aggregates, ``field``) of each variant
-    and of its baselines, with 95% intervals, coloured by what the paired comparison of the test
-    accuracy says."""
+    and of its baselines, with 95% intervals, coloured by its verdict at equal cost (validation
+    split, Holm-adjusted; the headline cost axis); the tooltip has the same-recipe test difference."""
     d = aggs[aggs["n"] > 0].copy()
     if field != "test_acc":
         d = d[d[field].notna()]
@@ -269,7 +315,7 @@ def accuracy_chart(aggs: pd.DataFrame, title: str = "", field: str = "test_acc")
     order = list(d.sort_values(["model", "method", "test_acc"], ascending=[True, True, False])["label"])
     base = alt.Chart(d)
     y = alt.Y("label:N", sort=order, title=None)
-    color = alt.Color("verdict:N", title="vs its baseline (paired, 95% CI)",
+    color = alt.Color("verdict:N", title="verdict at equal cost (val., Holm)",
                       scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values())))
     bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("test_acc_lo:Q"), x2="test_acc_hi:Q", y=y, color=color)
     pts = base.mark_point(filled=True, size=80).encode(
@@ -278,14 +324,15 @@ def accuracy_chart(aggs: pd.DataFrame, title: str = "", field: str = "test_acc")
                 axis=alt.Axis(format=".1%")), y=y, color=color,
         tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("n_of:N", title="seeds"),
                  alt.Tooltip("acc_text:N", title="accuracy"), alt.Tooltip("ci_text:N", title="95% CI"),
-                 alt.Tooltip("verdict:N", title="vs its baseline"), alt.Tooltip("diff_text:N", title="difference")])
+                 alt.Tooltip("verdict:N", title="verdict at equal cost"),
+                 alt.Tooltip("diff_text:N", title="vs the same recipe's baseline (test)")])
     n_text = base.mark_text(align="left", dx=8, fontSize=10, color="#555").encode(
         x=alt.X("test_acc_hi:Q"), y=y, text="n_of:N")
     return alt.layer(bars, pts, n_text).properties(width=WIDTH - 120, height=max(60, 22 * len(d)), title=title)
 
 
-def curve_stats(curves: pd.DataFrame, aggs: pd.DataFrame, boot) -> pd.DataFrame:
-    """Mean test accuracy per step of each aggregate over its seeds, with a bootstrap band."""
+def curve_stats(curves: pd.DataFrame, aggs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean test accuracy per step of each aggregate over its seeds, with a t-interval band."""
     rows = []
     if curves.empty:
         return pd.DataFrame()
@@ -293,7 +340,7 @@ def curve_stats(curves: pd.DataFrame, aggs: pd.DataFrame, boot) -> pd.DataFrame:
     for key, g in curves.groupby(["dataset", "model", "method", "variant"]):
         wide = g.pivot_table(index="seed", columns="step", values="test_acc")
         x = wide.to_numpy(dtype=np.float64)
-        lo, hi = M.bootstrap_ci(x, boot) if x.shape[0] > 1 else (np.full(x.shape[1], np.nan),) * 2
+        lo, hi = S.mean_ci(x, confidence) if x.shape[0] > 1 else (np.full(x.shape[1], np.nan),) * 2
         with np.errstate(all="ignore"):
             mean = np.nanmean(x, axis=0)
         epochs = g.groupby("step")["epoch"].first()
@@ -346,19 +393,22 @@ def tta_data(aggs: pd.DataFrame, target: str) -> pd.DataFrame:
                 continue
             rows.append({"label": r["label"], "what": what, "what_label": TTA_WHATS[what], "speedup": r[c],
                          "lo": r.get(f"{c}_lo"), "hi": r.get(f"{c}_hi"), "pairs": r.get(f"{c}_n"),
+                         "bound": r.get(f"{c}_bound"),
                          "reached": f"{r.get(f'tta_{target}_reached', 0)} of {r['n']}",
                          "target": r.get(f"tta_{target}_target"),
                          "cost": r.get(f"tta_{target}_{what}"), "model": r["model"]})
     d = _clean(pd.DataFrame(rows))
     if not d.empty:
-        d["status"] = np.where(d["speedup"].isna(), "target not reached", "reached")
+        d["status"] = [TTA_STATUS.get(b, "reached") if not _absent(v) else "target not reached"
+                       for v, b in zip(d["speedup"], d["bound"])]
     return d
 
 
 def tta_chart(aggs: pd.DataFrame, target: str = "baseline", title: str = "") -> alt.Chart:
-    """Speed-up to the target accuracy: the baseline's cost to reach it over the method's (same seeds),
-    with a paired bootstrap interval; the measure (steps, FLOPs, wall-clock, marginal or full) is
-    picked from a menu. Methods that never reach the target are listed at 0."""
+    """Speed-up to the target accuracy: per seed, the baseline's cost to reach it over the method's
+    (geometric mean, t-interval); a seed where one side never reaches it is censored, making the
+    speed-up a bound (colour); the measure (steps, FLOPs, wall-clock, marginal or full) is picked from a
+    menu. Methods with no value at all are listed at 0."""
     d = tta_data(aggs, target)
     if d.empty:
         return _empty("no method runs to compare with a baseline")
@@ -371,8 +421,8 @@ def tta_chart(aggs: pd.DataFrame, target: str = "baseline", title: str = "") -> 
     err = base.mark_rule(strokeWidth=2).encode(x=alt.X("lo:Q"), x2="hi:Q", y=y)
     pts = base.mark_point(filled=True, size=80).encode(
         x=alt.X("x:Q", title="speed-up to the target (baseline cost / method cost; 1 = same)"), y=y,
-        color=alt.Color("status:N", scale=alt.Scale(domain=["reached", "target not reached"],
-                                                    range=["#2166ac", "#bbbbbb"])),
+        color=alt.Color("status:N", scale=alt.Scale(domain=["reached", *TTA_STATUS.values(), "target not reached"],
+                                                    range=["#2166ac", "#f4a582", "#92c5de", "#999999", "#bbbbbb"])),
         tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("what_label:N", title="measure"),
                  alt.Tooltip("speedup:Q", format=".2f"), alt.Tooltip("lo:Q", title="CI low", format=".2f"),
                  alt.Tooltip("hi:Q", title="CI high", format=".2f"), alt.Tooltip("pairs:Q", title="paired seeds"),
@@ -402,7 +452,7 @@ def sweep_chart(aggs: pd.DataFrame, key: str, group: list[str], title: str = "")
                      axis=alt.Axis(format=".1%")), color=color,
         tooltip=[alt.Tooltip("label:N", title="run"), alt.Tooltip("n_of:N", title="seeds"),
                  alt.Tooltip("test_acc:Q", title="accuracy", format=".2%"), alt.Tooltip("ci_text:N", title="95% CI"),
-                 alt.Tooltip("verdict:N", title="vs its baseline")])
+                 alt.Tooltip("verdict:N", title="verdict at equal cost")])
     err = base.mark_rule().encode(x=x, y="test_acc_lo:Q", y2="test_acc_hi:Q", color=color)
     return alt.layer(err, line).properties(width=WIDTH - 100, height=280, title=title)
 
@@ -411,9 +461,9 @@ def baseline_rules(aggs: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     return aggs[(aggs["method"] == BASELINE) & aggs["model"].isin(models) & (aggs["n"] > 0)]
 
 
-def per_class_stats(per_class: pd.DataFrame, aggs: pd.DataFrame, boot) -> pd.DataFrame:
-    """Mean per-class test accuracy of each aggregate over seeds (bootstrap interval), and its
-    difference from the same model's baseline."""
+def per_class_stats(per_class: pd.DataFrame, aggs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean per-class test accuracy of each aggregate over seeds (t-interval), and its difference from
+    the same model's budget-1 baseline."""
     if per_class.empty:
         return pd.DataFrame()
     labels = dict(zip(zip(aggs["dataset"], aggs["model"], aggs["method"], aggs["variant"]), aggs["label"]))
@@ -422,13 +472,13 @@ def per_class_stats(per_class: pd.DataFrame, aggs: pd.DataFrame, boot) -> pd.Dat
     for key, g in per_class.groupby(["dataset", "model", "method", "variant"]):
         wide = g.pivot_table(index="seed", columns="cls", values="acc")
         x = wide.to_numpy(dtype=np.float64)
-        lo, hi = M.bootstrap_ci(x, boot) if x.shape[0] > 1 else (np.full(x.shape[1], np.nan),) * 2
+        lo, hi = S.mean_ci(x, confidence) if x.shape[0] > 1 else (np.full(x.shape[1], np.nan),) * 2
         mean = np.nanmean(x, axis=0)
         for j, c in enumerate(wide.columns):
             rows.append({"dataset": key[0], "model": key[1], "method": key[2], "variant": key[3],
                          "label": labels.get(key, str(key)), "cls": int(c), "acc": mean[j], "lo": lo[j], "hi": hi[j],
                          "n": x.shape[0]})
-            if key[2] == BASELINE:
+            if key[2] == BASELINE and (key[3] is None or key[3] == "" or key[3] != key[3]):
                 base_mean[(key[0], key[1], int(c))] = mean[j]
     d = pd.DataFrame(rows)
     d["diff"] = [a - base_mean.get((ds, m, c), np.nan) for ds, m, c, a in zip(d["dataset"], d["model"], d["cls"],

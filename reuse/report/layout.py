@@ -11,12 +11,16 @@ from reuse.methods.registry import expected_runs
 from reuse.plan import score_datasets
 
 # The cost axes of the frontier: column, label. Marginal = the run's own training (test-set
-# evaluation excluded: it is the benchmark's measurement, not the method's work); full = marginal +
-# every line of run.json's `reused`.
+# evaluation excluded: it is the benchmark's measurement, not the method's work; past runs free: the
+# sequence-of-runs view); full = marginal + every line of run.json's `reused`, charged in full to every
+# run that reuses it; amortised = marginal + each reused artifact's cost shared among the runs that
+# reuse it (or over `report.amortise_over` declared future runs).
 AXES = {
     "time_full": ("cost_time_full_s", "wall-clock incl. reused runs and caches (s)"),
+    "time_amortised": ("cost_time_amortised_s", "wall-clock, reused runs and caches shared among their users (s)"),
     "time_marginal": ("cost_time_marginal_s", "wall-clock of the run's own training (s)"),
     "flops_full": ("cost_flops_full", "FLOPs incl. reused runs and caches"),
+    "flops_amortised": ("cost_flops_amortised", "FLOPs, reused runs and caches shared among their users"),
     "flops_marginal": ("cost_flops_marginal", "FLOPs of the run's own training"),
 }
 FIGURE_KINDS = ("frontier", "accuracy", "curves")

@@ -1,21 +1,29 @@
 """From collected runs to the benchmark's verdict: per-run derived columns, per-method aggregates
-over seeds with bootstrap intervals, paired comparisons with the baseline, time-to-accuracy and
-speed-ups, the Pareto frontier on each cost axis and the budget recommendations.
+over seeds, the verdict at equal cost against the baseline's budget curve, time-to-accuracy, the
+Pareto frontier on each cost axis and the budget recommendations.
 
-"The baseline" of a run is the baseline run of the same dataset and model (the model the run
-trains) with the same seed; aggregates are over the runs that finished, and say how many of how many.
+"The baseline" of a method's run is its comparator model's baseline (the variant's ``baseline`` key,
+else the model the run trains) on the same dataset. Its **budget curve** is that model's baseline
+runs at every budget of ``baseline.budgets`` (variant ``b<budget>``; the budget-1 run has no
+variant), per seed, on each cost axis (:class:`reuse.stats.Curve`). The verdict of a method is its
+**gain at equal cost** on the VALIDATION split: per seed, its validation accuracy minus the curve's at
+its cost, with a t-test over seeds and Holm's correction over the variants of its dataset (per cost
+axis); test accuracy is reported beside it (``gain_at_cost_<axis>``) and never chooses anything.
+The same-recipe difference (the budget-1 baseline of the run's own model, test split) stays as
+``diff_*``. Aggregates are over the runs that finished, and say how many of how many.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from reuse import metrics as M
+from reuse import stats as S
 from reuse.report.collect import AXES, GROUP, KEY, SEQUENCE, Collected
 
 BASELINE = "baseline"
@@ -28,10 +36,13 @@ SEQUENCE_STEP = "sequence step"
 # whole task (``Method.on_frontier`` false: task-aware accuracies of class groups, a target task's):
 # not comparable with the baselines, so on no frontier and in no recommendation.
 OTHER_QUESTION = "another question"
-# Metrics aggregated over seeds with mean, std and a bootstrap interval.
-STAT_COLS = ["test_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", "cost_time_full_s", "cost_time_marginal_s",
-             "cost_flops_full", "cost_flops_marginal", "steps", "examples_seen", "train_time_s", "train_flops",
-             "eval_time_s", "reused_time_s", "reused_flops"]
+# The verdict of a method on a dataset without a validation split: nothing may be chosen on test.
+NO_VALIDATION = "no validation split"
+# Metrics aggregated over seeds with mean, std and a Student-t interval.
+STAT_COLS = ["test_acc", "val_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", "budget", "epochs", "cost_time_full_s",
+             "cost_time_marginal_s", "cost_time_amortised_s", "cost_flops_full", "cost_flops_marginal",
+             "cost_flops_amortised", "steps", "examples_seen", "train_time_s", "train_flops", "eval_time_s",
+             "reused_time_s", "reused_flops"]
 
 
 def label_of(row: Any) -> str:
@@ -46,16 +57,71 @@ def target_name(t: float | str) -> str:
 
 
 # ----------------------------------------------------------------------------- per run
-def add_run_columns(col: Collected, targets: Iterable[float] = ()) -> pd.DataFrame:
-    """The run table with each run's baseline accuracy (same dataset, model, seed), its difference
-    from it, and time-to-accuracy for the baseline's mean final accuracy and each fixed target."""
-    runs = col.runs.copy()
+def is_plain_baseline(df: pd.DataFrame) -> pd.Series:
+    """Baseline runs (or aggregates) of the recipe's own budget: method baseline, no variant."""
+    v = df["variant"] if "variant" in df else pd.Series("", index=df.index)
+    return (df["method"] == BASELINE) & v.map(lambda x: _absent(x) or x == "")
+
+
+def comparator_of(row: Any) -> str:
+    """The model whose baseline a run (or aggregate) is compared with: its variant's ``baseline`` key
+    (a like-for-like comparator: e.g. the same architecture trained on the teacher's augmented views),
+    else its own model."""
+    g = row if isinstance(row, dict) else dict(row._asdict()) if hasattr(row, "_asdict") else dict(row)
+    c = g.get("cfg_baseline")
+    return g["model"] if _absent(c) or c == "" else str(c)
+
+
+def _artifact(line: dict) -> tuple[str, str]:
+    """What a reused line names, independent of where the results folder sits: its kind and its path
+    from the dataset folder on (the results folder's own name dropped)."""
+    parts = os.path.normpath(str(line.get("path", ""))).split(os.sep)
+    return str(line.get("kind", "other")), "/".join(parts[-5:])
+
+
+def add_amortised(runs: pd.DataFrame, over: int | None = None) -> pd.DataFrame:
+    """``cost_time_amortised_s`` and ``cost_flops_amortised``: the run's own training plus each past
+    artifact it reused (past run, cache, score table) divided among the runs that reuse it: the
+    finished runs in this table that list it (or, with ``over``, a declared number of future runs).
+    Between marginal (reuse free) and full (each reuser pays in full): Busbridge et al. 2025's view,
+    where a teacher pays off when it exists anyway or serves many students."""
+    import json
+
+    runs = runs.copy()
+    lines = [json.loads(x) if isinstance(x, str) and x else [] for x in runs.get("reused_lines", [None] * len(runs))]
+    ok = list(runs["status"] == "ok")
+    users: dict[tuple[str, str], int] = {}
+    for ls, good in zip(lines, ok):
+        if good:
+            for a in {_artifact(x) for x in ls}:
+                users[a] = users.get(a, 0) + 1
+    t_out, f_out = [], []
+    for ls, t, f in zip(lines, runs["train_time_s"], runs["train_flops"]):
+        share_t = share_f = 0.0
+        for x in ls:
+            k = max(1, int(over) if over else users.get(_artifact(x), 1))
+            share_t += float(x.get("time_s", 0.0) or 0.0) / k
+            share_f += float(x.get("flops", 0) or 0) / k
+        t_out.append(np.nan if _absent(t) else float(t) + share_t)
+        f_out.append(np.nan if _absent(f) else float(f) + share_f)
+    runs["cost_time_amortised_s"], runs["cost_flops_amortised"] = t_out, f_out
+    return runs
+
+
+def add_run_columns(col: Collected, targets: Iterable[float] = (), amortise_over: int | None = None) -> pd.DataFrame:
+    """The run table with each run's baseline accuracy (the budget-1 baseline of the same dataset,
+    model and seed), its difference from it, the amortised costs and time-to-accuracy for the
+    baseline's mean final accuracy and each fixed target."""
+    from reuse import metrics as M
+
+    runs = add_amortised(col.runs, amortise_over)
     ok = runs["status"] == "ok"
-    base = runs[ok & (runs["method"] == BASELINE)].set_index(["dataset", "model", "seed"])["test_acc"]
+    plain = ok & is_plain_baseline(runs)
+    base = runs[plain].set_index(["dataset", "model", "seed"])["test_acc"]
     idx = list(zip(runs["dataset"], runs["model"], runs["seed"]))
     runs["baseline_test_acc"] = [base.get(i, np.nan) if ok_ else np.nan for i, ok_ in zip(idx, ok)]
     runs["diff_vs_baseline"] = pd.to_numeric(runs.get("test_acc"), errors="coerce") - runs["baseline_test_acc"]
-    base_mean = runs[ok & (runs["method"] == BASELINE)].groupby(["dataset", "model"])["test_acc"].mean()
+    base_mean = runs[plain].groupby(["dataset", "model"])["test_acc"].mean()
     curves = {k: g.sort_values("epoch").to_dict("records") for k, g in col.curves.groupby(KEY)} \
         if not col.curves.empty else {}
     tnames = [BASELINE] + [target_name(t) for t in targets]
@@ -69,10 +135,15 @@ def add_run_columns(col: Collected, targets: Iterable[float] = ()) -> pd.DataFra
             reused_t = getattr(r, "reused_time_s", 0.0) or 0.0
             reused_f = getattr(r, "reused_flops", 0.0) or 0.0
             vals = {"target": t, "steps": np.nan, "flops": np.nan, "time_s": np.nan, "flops_full": np.nan,
-                    "time_s_full": np.nan}
+                    "time_s_full": np.nan, "reached": bool(hit)}
             if hit:
                 vals.update(steps=hit["steps"], flops=hit["flops"], time_s=hit["time_s"],
                             flops_full=hit["flops"] + _nz(reused_f), time_s_full=hit["time_s"] + _nz(reused_t))
+            elif curve:  # never reached: the whole run is a lower bound of its cost to reach the target
+                last = curve[-1]
+                vals.update(steps=last.get("step"), flops=last.get("train_flops"), time_s=last.get("train_time_s"),
+                            flops_full=_nz(last.get("train_flops")) + _nz(reused_f),
+                            time_s_full=_nz(last.get("train_time_s")) + _nz(reused_t))
             for what, v in vals.items():
                 new.setdefault(f"tta_{name}_{what}", []).append(v)
     for c, v in new.items():
@@ -85,14 +156,20 @@ def _nz(v) -> float:
 
 
 # ----------------------------------------------------------------------------- aggregates
-def aggregate(runs: pd.DataFrame, boot: M.Bootstrap, targets: Iterable[float] = ()) -> pd.DataFrame:
-    """One row per (dataset, model, method, variant): counts, seed statistics, the paired comparison
-    with the baseline, time-to-accuracy and speed-ups."""
+TTA_WHATS = ("steps", "flops", "time_s", "flops_full", "time_s_full")
+
+
+def aggregate(runs: pd.DataFrame, confidence: float = 0.95, targets: Iterable[float] = (),
+              headline_axis: str = "time_full") -> pd.DataFrame:
+    """One row per (dataset, model, method, variant): counts, seed statistics (t-intervals), the
+    same-recipe paired comparison with the budget-1 baseline (``diff_*``), time-to-accuracy and its
+    censored speed-ups, and the verdict at equal cost (:func:`add_equal_cost`) on every axis;
+    ``verdict`` is the one on ``headline_axis``."""
     tnames = [BASELINE] + [target_name(t) for t in targets]
     stat_cols = [c for c in STAT_COLS if c in runs.columns]
     cfg_cols = [c for c in runs.columns if c.startswith("cfg_")]
     ok_all = runs[runs["status"] == "ok"]
-    base_by = {k: g.set_index("seed") for k, g in ok_all[ok_all["method"] == BASELINE].groupby(["dataset", "model"])}
+    base_by = {k: g.set_index("seed") for k, g in ok_all[is_plain_baseline(ok_all)].groupby(["dataset", "model"])}
     rows = []
     for key, g in runs.groupby(GROUP, sort=True, dropna=False):
         ok = g[g["status"] == "ok"]
@@ -110,7 +187,7 @@ def aggregate(runs: pd.DataFrame, boot: M.Bootstrap, targets: Iterable[float] = 
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. no robust.json): NaN
                 mean = np.nanmean(x, axis=0)
                 std = np.nanstd(x, axis=0, ddof=1) if len(ok) > 1 else np.full(len(stat_cols), np.nan)
-            lo, hi = M.bootstrap_ci(x, boot) if len(ok) > 1 else (np.full(len(stat_cols), np.nan),) * 2
+            lo, hi = S.mean_ci(x, confidence) if len(ok) > 1 else (np.full(len(stat_cols), np.nan),) * 2
         else:
             mean = std = lo = hi = np.full(len(stat_cols), np.nan)
         for i, c in enumerate(stat_cols):
@@ -118,41 +195,197 @@ def aggregate(runs: pd.DataFrame, boot: M.Bootstrap, targets: Iterable[float] = 
         for c in cfg_cols + [c for c in SEQUENCE if c in g]:
             vals = g[c].dropna()
             row[c] = vals.iloc[0] if len(vals) else None
+        row["comparator"] = comparator_of(row)
         for c in [c for c in runs.columns if c.startswith("reused_") and c.endswith(("_n", "_time_s", "_flops"))
                   and c not in stat_cols]:
             row[c] = pd.to_numeric(ok[c], errors="coerce").mean() if len(ok) else np.nan
         base = base_by.get((row["dataset"], row["model"]))
         if row["method"] == BASELINE:
             row.update(n_pairs=len(ok), paired_seeds=row["seeds"], diff_mean=0.0, diff_std=np.nan, diff_lo=np.nan,
-                       diff_hi=np.nan, verdict=BASELINE)
+                       diff_hi=np.nan, diff_p=np.nan, same_recipe_verdict=BASELINE)
         else:
             acc = dict(zip(ok["seed"], pd.to_numeric(ok["test_acc"], errors="coerce"))) if len(ok) else {}
-            pc = M.paired_comparison(acc, {} if base is None else dict(base["test_acc"]), boot)
+            pc = S.paired_comparison(acc, {} if base is None else dict(base["test_acc"]), confidence)
             row.update(n_pairs=pc["n_pairs"], paired_seeds=",".join(map(str, pc["seeds"])), diff_mean=pc["diff_mean"],
-                       diff_std=pc["diff_std"], diff_lo=pc["diff_lo"], diff_hi=pc["diff_hi"], verdict=pc["verdict"])
+                       diff_std=pc["diff_std"], diff_lo=pc["diff_lo"], diff_hi=pc["diff_hi"], diff_p=pc["p"],
+                       same_recipe_verdict=pc["verdict"])
         for name in tnames:
-            tcol = f"tta_{name}_steps"
-            if tcol not in ok.columns:
+            if f"tta_{name}_steps" not in ok.columns:
                 continue
-            reached = ok[ok[tcol].notna()]
+            reached = ok[ok[f"tta_{name}_reached"].astype(bool)] if len(ok) else ok
             row[f"tta_{name}_target"] = pd.to_numeric(g[f"tta_{name}_target"], errors="coerce").mean()
             row[f"tta_{name}_reached"] = len(reached)
-            for what in ("steps", "flops", "time_s", "flops_full", "time_s_full"):
+            for what in TTA_WHATS:
                 c = f"tta_{name}_{what}"
                 row[c] = pd.to_numeric(reached[c], errors="coerce").mean() if len(reached) else np.nan
-            # speed-up = baseline's cost to reach the target / this run's (same seeds; both must reach it)
-            for what, mine in (("steps", "steps"), ("flops", "flops"), ("time_s", "time_s"),
-                               ("flops_full", "flops_full"), ("time_s_full", "time_s_full")):
-                base_what = what.replace("_full", "")
-                b = {} if base is None or f"tta_{name}_{base_what}" not in base else \
-                    dict(base[f"tta_{name}_{base_what}"].dropna())
-                m = dict(zip(reached["seed"], pd.to_numeric(reached[f"tta_{name}_{mine}"], errors="coerce")))
-                r = M.ratio_ci(b, m, boot)
+            for what in TTA_WHATS:
+                sp = tta_speedup(ok, base, name, what, confidence)
                 c = f"speedup_{name}_{what}"
-                row[c], row[f"{c}_lo"], row[f"{c}_hi"], row[f"{c}_n"] = r["ratio"], r["lo"], r["hi"], r["n"]
+                row[c], row[f"{c}_lo"], row[f"{c}_hi"], row[f"{c}_n"] = sp["mean"], sp["lo"], sp["hi"], sp["n"]
+                row[f"{c}_censored"], row[f"{c}_bound"] = sp["n_censored"], sp["bound"]
         rows.append(row)
-    aggs = pd.DataFrame(rows)
+    aggs = add_equal_cost(pd.DataFrame(rows), runs, confidence)
+    aggs["verdict"] = aggs[f"verdict_{headline_axis}"]
     return add_frontiers(aggs)
+
+
+def tta_speedup(ok: pd.DataFrame, base: pd.DataFrame | None, name: str, what: str, confidence: float) -> dict:
+    """Per seed, the baseline's cost to first reach target ``name`` over the run's (geometric mean over
+    seeds, t-interval on the logs). A seed where one of them never reaches it is censored, not
+    dropped: its whole run's cost bounds its cost to reach it from below, so the speed-up is a bound
+    (upper when the method never reaches it, lower when the baseline does not); neither: no value."""
+    bw = what.replace("_full", "")
+    vals, bounds = [], []
+    if base is None or f"tta_{name}_{bw}" not in base or not len(ok):
+        return S.censored_summary([], [], confidence, log=True)
+    for r in ok.to_dict("records"):
+        s = r["seed"]
+        if s not in base.index:
+            continue
+        b = base.loc[s]
+        m_hit, b_hit = bool(r.get(f"tta_{name}_reached")), bool(b.get(f"tta_{name}_reached"))
+        mc, bc = _nz(r.get(f"tta_{name}_{what}")), _nz(b.get(f"tta_{name}_{bw}"))
+        if (not m_hit and not b_hit) or mc <= 0 or bc <= 0:
+            continue
+        vals.append(bc / mc)
+        bounds.append(None if m_hit and b_hit else (S.UPPER if not m_hit else S.LOWER))
+    return S.censored_summary(vals, bounds, confidence, log=True)
+
+
+def baseline_curves(runs: pd.DataFrame, col: str, acc: str) -> dict[tuple, S.Curve]:
+    """Per (dataset, model, seed): the budget curve of the baseline runs (every budget) on cost column
+    ``col`` against accuracy column ``acc``."""
+    b = runs[(runs["status"] == "ok") & (runs["method"] == BASELINE)]
+    out = {}
+    if col not in b or acc not in b:
+        return out
+    for k, g in b.groupby(["dataset", "model", "seed"]):
+        c = S.Curve(pd.to_numeric(g[col], errors="coerce"), pd.to_numeric(g[acc], errors="coerce"))
+        if len(c):
+            out[k] = c
+    return out
+
+
+def add_equal_cost(aggs: pd.DataFrame, runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """For every method aggregate and cost axis, against its comparator's budget curve, paired by seed:
+
+    - ``gain_at_cost_<axis>`` (``_lo``/``_hi``, ``_bound``): test accuracy minus the curve's test
+      accuracy at the run's cost (reported, never used to choose);
+    - ``speedup_at_acc_<axis>`` (``_lo``/``_hi``, ``_bound``, ``_censored``): the curve's cost to reach
+      the run's test accuracy over the run's cost, a bound where the accuracy lies beyond the curve;
+    - ``val_gain_at_cost_<axis>`` (``_lo``/``_hi``, ``_p``, ``_p_holm``, ``_bound``): the same gain on
+      the validation split, its t-test, and Holm's adjustment over the dataset's variants on the axis;
+    - ``verdict_<axis>``: better / worse / no detectable difference from the Holm-adjusted validation
+      gain (a gain that is a bound supports only its direction).
+
+    With a comparator other than the run's own model, ``gain_own_<axis>`` is the test gain against the
+    own model's curve too (both comparisons shown). Steps of sequences and runs of another question
+    get no verdict; baseline aggregates are the curves."""
+    runs_ok = runs[runs["status"] == "ok"]
+    by_group = {k: g for k, g in runs_ok.groupby(GROUP, dropna=False)}
+    off = off_frontier(aggs)
+    step = is_sequence_step(aggs)
+    new: dict[str, Any] = {}
+    for axis, (col, _) in AXES.items():
+        test_curves = baseline_curves(runs, col, "test_acc")
+        val_curves = baseline_curves(runs, col, "val_acc") if "val_acc" in runs else {}
+        out: dict[str, list] = {}
+
+        def put(**kw):
+            for k, v in kw.items():
+                out.setdefault(k, []).append(v)
+
+        for i, a in enumerate(aggs.to_dict("records")):
+            g = by_group.get(tuple(a[k] for k in GROUP))
+            res = {"g": (np.nan, np.nan, np.nan, None), "s": (np.nan, np.nan, np.nan, None, 0),
+                   "v": (np.nan, np.nan, np.nan, np.nan, None), "own": (np.nan, np.nan, np.nan)}
+            if a["method"] != BASELINE and not off.iloc[i] and g is not None and len(g):
+                res = _equal_cost_row(g, a, col, test_curves, val_curves, confidence)
+            gm, glo, ghi, gb = res["g"]
+            sm, slo, shi, sb, sc = res["s"]
+            vm, vlo, vhi, vp, vb = res["v"]
+            om, olo, ohi = res["own"]
+            put(**{f"gain_at_cost_{axis}": gm, f"gain_at_cost_{axis}_lo": glo, f"gain_at_cost_{axis}_hi": ghi,
+                   f"gain_at_cost_{axis}_bound": gb, f"speedup_at_acc_{axis}": sm, f"speedup_at_acc_{axis}_lo": slo,
+                   f"speedup_at_acc_{axis}_hi": shi, f"speedup_at_acc_{axis}_bound": sb,
+                   f"speedup_at_acc_{axis}_censored": sc, f"val_gain_at_cost_{axis}": vm,
+                   f"val_gain_at_cost_{axis}_lo": vlo, f"val_gain_at_cost_{axis}_hi": vhi,
+                   f"val_gain_at_cost_{axis}_p": vp, f"val_gain_at_cost_{axis}_bound": vb,
+                   f"gain_own_{axis}": om, f"gain_own_{axis}_lo": olo, f"gain_own_{axis}_hi": ohi})
+        # Holm over the dataset's method variants that are candidates (not steps, not another question)
+        p = pd.to_numeric(pd.Series(out[f"val_gain_at_cost_{axis}_p"], index=aggs.index), errors="coerce")
+        family = ~off & (aggs["method"] != BASELINE)
+        adj = pd.Series(np.nan, index=aggs.index)
+        for _, g in aggs[family].groupby("dataset"):
+            adj.loc[g.index] = S.holm(p.loc[g.index].to_numpy())
+        out[f"val_gain_at_cost_{axis}_p_holm"] = list(adj)
+        sizes = (family & p.notna()).groupby(aggs["dataset"]).sum()
+        out[f"holm_family_{axis}"] = [int(sizes.get(d, 0)) for d in aggs["dataset"]]
+        verdicts = []
+        for i, a in enumerate(aggs.to_dict("records")):
+            gain, bound = out[f"val_gain_at_cost_{axis}"][i], out[f"val_gain_at_cost_{axis}_bound"][i]
+            if a["method"] == BASELINE:
+                verdicts.append(BASELINE)
+            elif step.iloc[i]:
+                verdicts.append(SEQUENCE_STEP)
+            elif off.iloc[i]:
+                verdicts.append(OTHER_QUESTION)
+            elif a["n"] == 0:
+                verdicts.append(S.NO_PAIRS)
+            elif _absent(gain):
+                verdicts.append(NO_VALIDATION)
+            else:
+                verdicts.append(S.decide(gain, adj.iloc[i], bound))
+        out[f"verdict_{axis}"] = verdicts
+        new.update(out)
+    return pd.concat([aggs.drop(columns=[c for c in new if c in aggs]), pd.DataFrame(new, index=aggs.index)], axis=1)
+
+
+def _equal_cost_row(g: pd.DataFrame, a: dict, col: str, test_curves: dict, val_curves: dict,
+                    confidence: float) -> dict:
+    ds, comp = a["dataset"], comparator_of(a)
+    gains, gb, sps, sb, vg, vb, own = [], [], [], [], [], [], []
+    for r in g.to_dict("records"):
+        cost = pd.to_numeric(r.get(col), errors="coerce")
+        key = (ds, comp, r["seed"])
+        tc = test_curves.get(key)
+        if tc is not None and not _absent(r.get("test_acc")):
+            v, b = S.gain_at_cost(tc, cost, float(r["test_acc"]))
+            if not _absent(v):
+                gains.append(v)
+                gb.append(b)
+            v, b = S.speedup_at_acc(tc, cost, float(r["test_acc"]))
+            if not _absent(v):
+                sps.append(v)
+                sb.append(b)
+        vc = val_curves.get(key)
+        if vc is not None and not _absent(r.get("val_acc")):
+            v, b = S.gain_at_cost(vc, cost, float(r["val_acc"]))
+            if not _absent(v):
+                vg.append(v)
+                vb.append(b)
+        if comp != a["model"]:
+            oc = test_curves.get((ds, a["model"], r["seed"]))
+            if oc is not None and not _absent(r.get("test_acc")):
+                v, _ = S.gain_at_cost(oc, cost, float(r["test_acc"]))
+                own.append(v)
+    G = S.censored_summary(gains, gb, confidence)
+    SP = S.censored_summary(sps, sb, confidence, log=True)
+    V = S.censored_summary(vg, vb, confidence)
+    O = S.describe(own, confidence)
+    return {"g": (G["mean"], G["lo"], G["hi"], G["bound"]),
+            "s": (SP["mean"], SP["lo"], SP["hi"], SP["bound"], SP["n_censored"]),
+            "v": (V["mean"], V["lo"], V["hi"], S.t_test(vg) if len(vg) else np.nan, V["bound"]),
+            "own": (O["mean"], O["lo"], O["hi"])}
+
+
+def curve_points(aggs: pd.DataFrame) -> pd.DataFrame:
+    """The baseline aggregates of every budget (the curve's points: mean cost and accuracy over seeds,
+    with intervals), per dataset and model, sorted by budget."""
+    b = aggs[(aggs["method"] == BASELINE) & (aggs["n"] > 0)].copy()
+    if "budget" not in b:
+        b["budget"] = 1.0
+    return b.sort_values(["dataset", "model", "budget"])
 
 
 def is_sequence_step(df: pd.DataFrame) -> pd.Series:
@@ -175,73 +408,103 @@ def off_frontier(df: pd.DataFrame) -> pd.Series:
     return out
 
 
+def choice_column(aggs: pd.DataFrame) -> str:
+    """The accuracy every choice reads: ``val_acc``. (Test accuracy chooses nothing: where a dataset has
+    no validation split, nothing is chosen.)"""
+    return "val_acc"
+
+
 def add_frontiers(aggs: pd.DataFrame) -> pd.DataFrame:
-    """``frontier_<axis>``: whether the aggregate is Pareto-optimal (mean cost vs mean accuracy)
-    among all finished aggregates of its dataset, for each cost axis. Sequence steps (and the other
-    rows of :func:`off_frontier`) are never on it."""
+    """``frontier_<axis>``: whether the aggregate is Pareto-optimal (mean cost vs mean VALIDATION
+    accuracy) among all finished aggregates of its dataset, for each cost axis; none where the dataset
+    has no validation split. Sequence steps (and the other rows of :func:`off_frontier`) are never on it."""
     aggs = aggs.copy()
+    acc = choice_column(aggs)
     for axis, (col, _) in AXES.items():
         aggs[f"frontier_{axis}"] = False
-        if col not in aggs.columns:
+        if col not in aggs.columns or acc not in aggs.columns:
             continue
         for _, g in aggs[(aggs["n"] > 0) & ~off_frontier(aggs)].groupby("dataset"):
-            on = M.pareto_front(g[col].to_numpy(dtype=np.float64), g["test_acc"].to_numpy(dtype=np.float64))
+            on = S.pareto_front(g[col].to_numpy(dtype=np.float64), g[acc].to_numpy(dtype=np.float64))
             aggs.loc[g.index, f"frontier_{axis}"] = on
     return aggs
 
 
 # ----------------------------------------------------------------------------- recommendations
 def recommend(aggs: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """Which aggregate to use at each budget on ``axis``, from the measured table only.
+    """Which aggregate to use at each budget on ``axis``, chosen on the validation split only.
 
     For a budget ``c``, the affordable aggregates are those (with at least one finished run) whose
-    mean cost is at most ``c``. The eligible ones are the affordable baselines and the affordable
-    methods whose paired interval says ``better`` than their own baseline. The recommendation is the
-    eligible aggregate with the highest mean accuracy; if that is a baseline, no method beats the
-    baseline at that budget. Budgets step at every aggregate's mean cost; consecutive budgets with
-    the same answer are merged into one range ``[budget_lo, budget_hi)``. Sequence steps are not
-    candidates (see :data:`SEQUENCE_STEP`; :func:`sequence_recommendation` speaks for the sequences).
+    mean cost is at most ``c``. The eligible ones are the affordable baselines (every budget of every
+    model: the curves' points) and the affordable methods whose verdict at equal cost on this axis is
+    ``better`` (validation, Holm-adjusted). The recommendation is the eligible aggregate with the
+    highest mean validation accuracy; its test accuracy and its test gain at equal cost are reported.
+    If it is a baseline, no method beats the baseline at that budget. Budgets step at every
+    aggregate's mean cost; consecutive budgets with the same answer are merged into one range
+    ``[budget_lo, budget_hi)``. Sequence steps and runs of another question are not candidates.
+    A dataset without a validation split gets no recommendation (nothing may be chosen on test).
     """
     col = AXES[axis][0]
+    acc = choice_column(aggs)
     out = []
     for ds, g in aggs[(aggs["n"] > 0) & ~off_frontier(aggs)].groupby("dataset", sort=True):
-        g = g[g[col].notna() & g["test_acc"].notna()]
+        g = g[g[col].notna()]
+        if acc not in g or g[acc].isna().all():
+            out.append({"dataset": ds, "axis": axis, "cost_column": col, "budget_lo": np.nan, "budget_hi": np.nan,
+                        "recommended": None, "no_validation": True, "no_method_beats_baseline": True})
+            continue
+        g = g[g[acc].notna()]
         levels = sorted(set(g[col]))
         prev = None
         for i, c in enumerate(levels):
             afford = g[g[col] <= c]
-            eligible = afford[(afford["method"] == BASELINE) | (afford["verdict"] == M.BETTER)]
-            best_any = afford.loc[afford["test_acc"].idxmax()]
-            rec = eligible.loc[eligible["test_acc"].idxmax()] if len(eligible) else None
+            eligible = afford[(afford["method"] == BASELINE) | (afford[f"verdict_{axis}"] == S.BETTER)]
+            best_any = _best(afford, acc, col)
+            rec = _best(eligible, acc, col) if len(eligible) else None
             base = afford[afford["method"] == BASELINE]
-            best_base = base.loc[base["test_acc"].idxmax()] if len(base) else None
+            best_base = _best(base, acc, col) if len(base) else None
             key = (None if rec is None else rec["label"], best_any["label"])
             hi = levels[i + 1] if i + 1 < len(levels) else math.inf
             if prev is not None and prev["_key"] == key:
                 prev["budget_hi"] = hi
                 continue
+
+            def get(r, c_, default=np.nan):
+                return default if r is None else r.get(c_, default)
+
             prev = {"_key": key, "dataset": ds, "axis": axis, "cost_column": col, "budget_lo": c, "budget_hi": hi,
-                    "recommended": None if rec is None else rec["label"],
-                    "recommended_method": None if rec is None else rec["method"],
-                    "recommended_acc": np.nan if rec is None else rec["test_acc"],
-                    "recommended_acc_lo": np.nan if rec is None else rec["test_acc_lo"],
-                    "recommended_acc_hi": np.nan if rec is None else rec["test_acc_hi"],
-                    "recommended_n_of": None if rec is None else rec["n_of"],
-                    "recommended_cost": np.nan if rec is None else rec[col],
-                    "verdict": None if rec is None else rec["verdict"],
-                    "diff_mean": np.nan if rec is None else rec["diff_mean"],
-                    "diff_lo": np.nan if rec is None else rec["diff_lo"],
-                    "diff_hi": np.nan if rec is None else rec["diff_hi"],
+                    "no_validation": False,
+                    "recommended": get(rec, "label", None), "recommended_method": get(rec, "method", None),
+                    "recommended_val_acc": get(rec, "val_acc"),
+                    "recommended_acc": get(rec, "test_acc"), "recommended_acc_lo": get(rec, "test_acc_lo"),
+                    "recommended_acc_hi": get(rec, "test_acc_hi"), "recommended_n_of": get(rec, "n_of", None),
+                    "recommended_cost": get(rec, col), "verdict": get(rec, f"verdict_{axis}", None),
+                    "gain": get(rec, f"gain_at_cost_{axis}"), "gain_lo": get(rec, f"gain_at_cost_{axis}_lo"),
+                    "gain_hi": get(rec, f"gain_at_cost_{axis}_hi"), "gain_bound": get(rec, f"gain_at_cost_{axis}_bound", None),
+                    "val_gain": get(rec, f"val_gain_at_cost_{axis}"),
+                    "p_holm": get(rec, f"val_gain_at_cost_{axis}_p_holm"),
+                    "holm_family": get(rec, f"holm_family_{axis}"),
+                    "speedup": get(rec, f"speedup_at_acc_{axis}"), "speedup_lo": get(rec, f"speedup_at_acc_{axis}_lo"),
+                    "speedup_hi": get(rec, f"speedup_at_acc_{axis}_hi"),
+                    "speedup_bound": get(rec, f"speedup_at_acc_{axis}_bound", None),
+                    "comparator": get(rec, "comparator", None),
+                    "diff_mean": get(rec, "diff_mean"), "diff_lo": get(rec, "diff_lo"), "diff_hi": get(rec, "diff_hi"),
                     "no_method_beats_baseline": rec is None or rec["method"] == BASELINE,
-                    "highest_mean": best_any["label"], "highest_mean_acc": best_any["test_acc"],
-                    "highest_mean_verdict": best_any["verdict"],
-                    "best_baseline": None if best_base is None else best_base["label"],
-                    "best_baseline_acc": np.nan if best_base is None else best_base["test_acc"]}
+                    "highest_val": best_any["label"], "highest_val_acc": best_any["val_acc"],
+                    "highest_val_verdict": best_any[f"verdict_{axis}"],
+                    "best_baseline": get(best_base, "label", None), "best_baseline_val_acc": get(best_base, "val_acc"),
+                    "best_baseline_acc": get(best_base, "test_acc")}
             out.append(prev)
     df = pd.DataFrame(out).drop(columns=["_key"], errors="ignore")
     if not df.empty:
         df["statement"] = [statement(r) for r in df.to_dict("records")]
     return df
+
+
+def _best(df: pd.DataFrame, acc: str, col: str) -> dict:
+    """The row with the highest mean ``acc`` (ties: the cheaper, then the label)."""
+    d = df.assign(_a=-pd.to_numeric(df[acc], errors="coerce"), _c=pd.to_numeric(df[col], errors="coerce"))
+    return d.sort_values(["_a", "_c", "label"], kind="stable").iloc[0].drop(["_a", "_c"]).to_dict()
 
 
 def fmt_acc(v: float) -> str:
@@ -251,7 +514,12 @@ def fmt_acc(v: float) -> str:
 def fmt_ci(lo: float, hi: float, pct: bool = True, signed: bool = False) -> str:
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return "no interval"
-    f = (lambda v: f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}") if pct else (lambda v: f"{v:.3g}")
+    if pct:
+        def f(v):
+            return ("+∞" if v > 0 else "−∞") if math.isinf(v) else (f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}")
+    else:
+        def f(v):
+            return "∞" if math.isinf(v) else f"{v:.3g}"
     return f"[{f(lo)}, {f(hi)}]" + ("%" if pct else "")
 
 
@@ -261,65 +529,92 @@ def fmt_cost(v: float, axis: str) -> str:
     return f"{v:.3g} s" if axis.startswith("time") else f"{v:.3g} FLOPs"
 
 
+def fmt_gain(mean: float, lo: float, hi: float, bound: str | None = None, confidence: float = 0.95) -> str:
+    """``+1.23 points [+0.40, +2.06]`` (test points at equal cost), ``≤ `` / ``≥ `` for a bound."""
+    if _absent(mean):
+        return "n/a"
+    b = "" if _absent(bound) else S.bound_word(bound)
+    ci = fmt_ci(lo, hi, signed=True).replace("%", "")
+    return f"{b}{100 * mean:+.2f} points, {100 * confidence:g}% CI {ci}"
+
+
+def fmt_speedup(mean: float, lo: float, hi: float, bound: str | None = None) -> str:
+    if _absent(mean):
+        return "n/a"
+    b = "" if _absent(bound) else S.bound_word(bound)
+    ci = "" if _absent(lo) or _absent(hi) else f" [{fmt_ci(lo, hi, pct=False)[1:-1]}]"
+    return f"{b}{mean:.2f}×{ci}"
+
+
 def _absent(v: Any) -> bool:
     """None, or the NaN a pandas round trip turns None into."""
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
 
 def statement(r: dict) -> str:
     """The sentence the recommendations page prints for one budget range."""
     axis = r["axis"]
+    if r.get("no_validation"):
+        return (f"{r['dataset']}: no recommendation: the dataset has no validation split, and nothing is chosen on "
+                f"test accuracy; set datasets.{r['dataset']}.holdout.")
     rng = f"from {fmt_cost(r['budget_lo'], axis)}" + (
         f" up to {fmt_cost(r['budget_hi'], axis)}" if not math.isinf(r["budget_hi"]) else " upwards")
     if _absent(r["recommended"]):
-        return (f"{rng}: no baseline fits this budget and no method within it is shown better than its "
-                f"baseline: the highest mean is "
-                f"{r['highest_mean']} ({fmt_acc(r['highest_mean_acc'])}), whose comparison with its baseline says "
-                f"'{r['highest_mean_verdict']}'.")
+        return (f"{rng}: no baseline fits this budget and no method within it is better than its baseline at equal "
+                f"cost: the highest validation accuracy is {r['highest_val']}'s, whose verdict at equal cost is "
+                f"'{r['highest_val_verdict']}'.")
     if r["no_method_beats_baseline"]:
-        s = f"{rng}: no method beats the baseline; use {r['recommended']} ({fmt_acc(r['recommended_acc'])}, " \
-            f"95% CI {fmt_ci(r['recommended_acc_lo'], r['recommended_acc_hi'])}, {r['recommended_n_of']})."
-        if r["highest_mean"] != r["recommended"]:
-            s += (f" {r['highest_mean']} has a higher mean ({fmt_acc(r['highest_mean_acc'])}) but its comparison "
-                  f"with its baseline says '{r['highest_mean_verdict']}'.")
+        s = (f"{rng}: no method beats the baseline at equal cost; use {r['recommended']} (chosen on validation; "
+             f"{fmt_acc(r['recommended_acc'])} test accuracy, 95% CI "
+             f"{fmt_ci(r['recommended_acc_lo'], r['recommended_acc_hi'])}, {r['recommended_n_of']}).")
+        if r["highest_val"] != r["recommended"]:
+            s += (f" {r['highest_val']} has a higher validation accuracy but its verdict at equal cost is "
+                  f"'{r['highest_val_verdict']}'.")
         return s
-    s = (f"{rng}: use {r['recommended']} ({fmt_acc(r['recommended_acc'])}, 95% CI "
-         f"{fmt_ci(r['recommended_acc_lo'], r['recommended_acc_hi'])}, {r['recommended_n_of']}), "
-         f"{100 * r['diff_mean']:+.2f} points over its own baseline, 95% CI "
-         f"{fmt_ci(r['diff_lo'], r['diff_hi'], signed=True)}: better.")
+    s = (f"{rng}: use {r['recommended']} (chosen on validation): {fmt_gain(r['gain'], r['gain_lo'], r['gain_hi'], r['gain_bound'])} "
+         f"of test accuracy over the {r['comparator']} baseline at equal cost "
+         f"({fmt_acc(r['recommended_acc'])} test accuracy, {r['recommended_n_of']}); speed-up at equal accuracy "
+         f"{fmt_speedup(r['speedup'], r['speedup_lo'], r['speedup_hi'], r['speedup_bound'])}; validation gain "
+         f"Holm-adjusted p = {r['p_holm']:.3g} over {int(r['holm_family'])} variants: better.")
     if not _absent(r["best_baseline"]) and r["best_baseline"] != r["recommended"]:
-        s += f" The best baseline within this budget is {r['best_baseline']} ({fmt_acc(r['best_baseline_acc'])})."
+        s += f" The best baseline within this budget is {r['best_baseline']} ({fmt_acc(r['best_baseline_acc'])} test)."
     return s
 
 
+# What a role says (per cost axis): the verdict at equal cost decides it, not the Pareto flag.
+ROLE_BETTER, ROLE_NOT_BETTER = "better at equal cost", "not better at equal cost"
+
+
 def add_roles(aggs: pd.DataFrame, recs: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """``role_<axis>``: baseline, selected (recommended at some budget), frontier (Pareto-optimal) or
-    dominated; ``missing`` for aggregates with no finished run; ``sequence step`` for a step of a
-    sequence and ``another question`` for a method whose accuracy is not of the dataset's whole task
-    (both on no frontier, see :func:`off_frontier`)."""
+    """``role_<axis>``: baseline (a point of a budget curve), selected (recommended at some budget),
+    better at equal cost (its verdict on this axis), not better at equal cost (no detectable
+    difference, worse, or no verdict); ``missing`` for aggregates with no finished run; ``sequence
+    step`` for a step of a sequence and ``another question`` for a method whose accuracy is not of the
+    dataset's whole task (both on no frontier, see :func:`off_frontier`). Every role is decided on the
+    validation split."""
     aggs = aggs.copy()
     step = list(is_sequence_step(aggs))
     other = list(off_frontier(aggs))
     for axis in AXES:
         chosen = set()
-        if axis in recs and not recs[axis].empty:
-            chosen = {(d, lbl) for d, lbl in zip(recs[axis]["dataset"], recs[axis]["recommended"]) if lbl}
+        if axis in recs and not recs[axis].empty and "recommended" in recs[axis]:
+            chosen = {(d, lbl) for d, lbl in zip(recs[axis]["dataset"], recs[axis]["recommended"]) if not _absent(lbl)}
         roles = []
-        for i, r in enumerate(aggs.itertuples(index=False)):
-            if r.n == 0:
+        for i, r in enumerate(aggs.to_dict("records")):
+            if r["n"] == 0:
                 roles.append("missing")
             elif step[i]:
                 roles.append(SEQUENCE_STEP)
             elif other[i]:
                 roles.append(OTHER_QUESTION)
-            elif r.method == BASELINE:
+            elif r["method"] == BASELINE:
                 roles.append("baseline")
-            elif (r.dataset, r.label) in chosen:
+            elif (r["dataset"], r["label"]) in chosen:
                 roles.append("selected")
-            elif getattr(r, f"frontier_{axis}"):
-                roles.append("frontier")
+            elif r.get(f"verdict_{axis}") == S.BETTER:
+                roles.append(ROLE_BETTER)
             else:
-                roles.append("dominated")
+                roles.append(ROLE_NOT_BETTER)
         aggs[f"role_{axis}"] = roles
     return aggs
 
@@ -380,19 +675,34 @@ def sequence_tables(studies: dict[str, pd.DataFrame], scenarios: Iterable[str] |
 
 def sequence_curve(steps: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, model, scenario, policy, step), over the repeats: the mean cumulative cost (FLOPs,
-    wall-clock) and the shipped model's test accuracy (mean, min, max, number of repeats that ship
-    one by then: a tuning sequence ships nothing before its first finished trial)."""
+    wall-clock), the shipped model's test accuracy (mean, min, max, number of repeats that ship one by
+    then: a tuning sequence ships nothing before its first finished trial) and validation accuracy
+    (``val``, ``val_min``, ``val_max``, ``n_val``), the repeats whose shipped model is at the target by
+    then (``at_target``), the mean target (``target_val_acc``) and, for an equal-cost comparator, the
+    policy it matches (``equal_cost``); columns a table lacks are NaN."""
     if steps.empty:
         return pd.DataFrame()
     keys = [k for k in ("dataset", "model", "scenario", "policy", "step") if k in steps]
     d = steps.copy()
-    d["shipped_test_acc"] = pd.to_numeric(d["shipped_test_acc"], errors="coerce")
+    for c in ("shipped_test_acc", "shipped_val_acc", "target_val_acc"):
+        d[c] = pd.to_numeric(d[c], errors="coerce") if c in d else np.nan
+    d["at_target"] = d["at_target"].map(_is_true).astype(float) if "at_target" in d else np.nan
+    if "equal_cost" not in d:
+        d["equal_cost"] = None
     g = d.groupby(keys, sort=True)
     out = g.agg(cum_flops=("cum_flops", "mean"), cum_time_s=("cum_time_s", "mean"),
                 acc=("shipped_test_acc", "mean"), acc_min=("shipped_test_acc", "min"),
                 acc_max=("shipped_test_acc", "max"), n=("shipped_test_acc", "count"),
-                repeats=("seed", "nunique")).reset_index()
+                val=("shipped_val_acc", "mean"), val_min=("shipped_val_acc", "min"),
+                val_max=("shipped_val_acc", "max"), n_val=("shipped_val_acc", "count"),
+                at_target=("at_target", "sum"), target_val_acc=("target_val_acc", "mean"),
+                equal_cost=("equal_cost", "first"), repeats=("seed", "nunique")).reset_index()
     return out
+
+
+def _is_true(v: Any) -> bool:
+    """A boolean cell of a CSV (True, "True", 1); NaN and None are False."""
+    return not _absent(v) and str(v).strip().lower() in ("true", "1", "1.0")
 
 
 def sequence_points(policies: pd.DataFrame) -> pd.DataFrame:
@@ -410,21 +720,91 @@ def sequence_points(policies: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
+def _bound(r: dict, col: str) -> str | None:
+    """The bound of a censored summary in column ``col`` of a row (``upper``, ``lower``, ``mixed``), or None."""
+    b = r.get(col)
+    return None if _absent(b) or str(b).strip() == "" else str(b)
+
+
 def _speedup_text(r: dict, measure: str, confidence: float) -> str:
+    """``2.50× (95% CI [2.10, 2.90])`` from a per-policy sequence row; a censored summary (some repeats never
+    reach the target) is a bound: ``≤ 0.97× (95% CI [0.00, 2.10])`` (an upper bound's interval runs from 0, a
+    lower bound's to ∞; both kinds of bound: no interval)."""
     c = f"speedup_{measure}"
     v = r.get(c)
     if _absent(v):
         return "n/a"
+    bound = _bound(r, f"{c}_bound")
     lo, hi = r.get(f"{c}_lo"), r.get(f"{c}_hi")
-    ci = (f" ({100 * confidence:g}% CI [{lo:.2f}, {hi:.2f}])" if not (_absent(lo) or _absent(hi))
-          else " (one repeat, no interval)")
-    return f"{v:.2f}×{ci}"
+    if bound == S.UPPER:
+        lo = 0.0
+    elif bound == S.LOWER:
+        hi = math.inf
+    if bound == "mixed":
+        ci = " (censored both ways, no interval)"
+    elif _absent(lo) or _absent(hi) or (bound == S.UPPER and math.isinf(hi)):
+        ci = " (one repeat, no interval)"
+    else:
+        ci = f" ({100 * confidence:g}% CI [{lo:.2f}, {'∞' if math.isinf(hi) else f'{hi:.2f}'}])"
+    return f"{S.bound_word(bound) if bound in (S.UPPER, S.LOWER) else ''}{v:.2f}×{ci}"
+
+
+def _censored_text(r: dict, measure: str = "flops") -> str:
+    """``, an upper bound: 1 of 3 repeats never reach it and count at their whole cost`` for a row whose
+    speed-up is censored, else ``""``."""
+    bound = _bound(r, f"speedup_{measure}_bound")
+    if bound is None:
+        return ""
+    n = r.get("pairs") if not _absent(r.get("pairs")) else r.get("repeats")
+    k = r.get("n_censored")
+    if _absent(k) and not (_absent(n) or _absent(r.get("reached"))):
+        k = int(n) - int(r["reached"])
+    what = {S.UPPER: "an upper bound", S.LOWER: "a lower bound"}.get(bound, "a bound both ways")
+    if _absent(k) or _absent(n):
+        return f", {what}: some repeats never reach it and count at their whole cost"
+    rest = "reaches it and counts at its" if int(k) == 1 else "reach it and count at their"
+    return f", {what}: {int(k)} of {int(n)} repeats never {rest} whole cost"
+
+
+def _points_text(mean: float, lo: Any, hi: Any, what: str, confidence: float, n: Any = None, more: str = "") -> str:
+    """``+2.50 test points (95% CI [-3.85, +8.85], 2 repeats<more>)``."""
+    ci = "no interval" if _absent(lo) or _absent(hi) else \
+        f"{100 * confidence:g}% CI {fmt_ci(lo, hi, signed=True).replace('%', '')}"
+    return f"{100 * mean:+.2f} {what} points ({ci}" + ("" if _absent(n) else f", {int(n)} repeats") + f"{more})"
+
+
+def _equal_cost_text(r: dict, scen: str, confidence: float) -> str:
+    """The sentences on a policy's gain over its equal-cost comparator (a row with ``equal_cost_policy``), or
+    ``""``: the test gain with its interval and verdict (reported), and the validation gain (what a choice
+    between the two would read)."""
+    comp, gain = r.get("equal_cost_policy"), r.get("gain_test_acc")
+    if _absent(comp) or str(comp).strip() == "" or _absent(gain):
+        return ""
+    one = step_word(scen).removesuffix("s")
+    at = "" if _absent(r.get("gain_step")) else f" at {one} {int(r['gain_step'])}"
+    ratio = r.get("gain_cost_ratio_flops")
+    cost = ("" if _absent(ratio) else "; equal training FLOPs" + (
+        "" if abs(ratio - 1) < 1e-3 else f", {r['policy']}'s whole cost {ratio:.2f}× the comparator's there (its "
+                                         "caches are not in the budget)"))
+    verdict, p = r.get("gain_test_verdict"), r.get("gain_test_acc_p_holm")
+    vtext = ("" if _absent(verdict) else f"; verdict: {verdict}" +
+             ("" if _absent(p) else f", Holm-adjusted p = {p:.2g}"))
+    val = ("" if _absent(r.get("gain_val_acc")) else
+           " Its validation gain, the one any choice between the two would read: " +
+           _points_text(r["gain_val_acc"], r.get("gain_val_acc_lo"), r.get("gain_val_acc_hi"), "validation",
+                        confidence) + ".")
+    return (f" Against its equal-cost comparator {comp} (from scratch on the data seen so far, trained on as many "
+            f"examples as {r['policy']}'s chain{cost}), {r['policy']}'s final shipped model{at} gains "
+            + _points_text(gain, r.get("gain_test_acc_lo"), r.get("gain_test_acc_hi"), "test", confidence,
+                           r.get("gain_pairs"), vtext)
+            + f", reported, not used to choose.{val}")
 
 
 def sequence_recommendation(policies: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Per (dataset, model, scenario) of a per-policy sequence table: which policy reached the anchor's
-    final test accuracy (the anchor: the policy that reuses nothing) at the lowest mean cost, in FLOPs
-    and in wall-clock, among those that reached it in every repeat; and the sentence that says so."""
+    """Per (dataset, model, scenario) of a per-policy sequence table: which policy reached the target (per
+    repeat, the validation accuracy of the model the anchor, the policy that reuses nothing, ships after its
+    last step) at the lowest mean cost, in FLOPs and in wall-clock, among those that reached it in every
+    repeat; each policy's gain over its equal-cost comparator where it has one; and the sentence that says so."""
     out = []
     if policies.empty:
         return pd.DataFrame()
@@ -447,19 +827,23 @@ def sequence_recommendation(policies: pd.DataFrame, confidence: float = 0.95) ->
             out.append(rec)
             continue
         others = g[g["policy"] != anchor]
+        # reach_cum_* is always finite (a censored repeat counts at its whole cost): only the policies that
+        # reached the target in every repeat are candidates, so their mean cost to reach it is no bound
         full = others[pd.to_numeric(others.get("reached"), errors="coerce") >= pd.to_numeric(others["repeats"])] \
             if "reached" in others else others.iloc[:0]
         best, best_ties = {}, {}
         for m, (_, total, reach, _) in SEQ_MEASURES.items():
-            cand = full[np.isfinite(pd.to_numeric(full[reach], errors="coerce"))] if reach in full else full.iloc[:0]
+            cand = full if reach in full else full.iloc[:0]
             if len(cand):
                 cand = cand.assign(_c=pd.to_numeric(cand[reach]), _s=-pd.to_numeric(cand[f"speedup_{m}"]))
                 cand = cand.sort_values(["_c", "_s", "policy"])
                 best[m] = cand.iloc[0].to_dict()
                 best_ties[m] = list(cand.loc[np.isclose(cand["_c"], cand["_c"].iloc[0], rtol=1e-9, atol=0), "policy"])
             rec[f"best_{m}"] = best[m]["policy"] if m in best else None
-        target = (f"the anchor {anchor}'s final test accuracy ({fmt_acc(a['test_acc'])}, "
-                  f"after its whole sequence of {fmt_cost(a['total_flops'], 'flops')}, {fmt_cost(a['total_time_s'], 'time')})")
+        anchor_reach = a.get("anchor_reach_cum_flops", a.get("reach_cum_flops"))
+        target = (f"the target, the anchor {anchor}'s final shipped model's validation accuracy "
+                  f"({fmt_acc(a.get('target_val_acc', np.nan))} on average over the repeats; the anchor reached it "
+                  f"after {fmt_cost(anchor_reach, 'flops')} of its {fmt_cost(a['total_flops'], 'flops')} on average)")
         if "flops" in best:
             b = best["flops"]
             tied = [t for t in best_ties["flops"] if t != b["policy"]]
@@ -467,14 +851,15 @@ def sequence_recommendation(policies: pd.DataFrame, confidence: float = 0.95) ->
                  f"the lowest cost" + (f" (tied with {', '.join(tied)})" if tied else "") + ", "
                  f"{fmt_cost(b['reach_cum_flops'], 'flops')} on average: a speed-up of "
                  f"{_speedup_text(b, 'flops', confidence)} in FLOPs and {_speedup_text(b, 'time', confidence)} in "
-                 f"wall-clock over the anchor's whole sequence. Its final shipped model: "
-                 f"{fmt_acc(b['test_acc'])} test accuracy ({100 * confidence:g}% CI "
+                 f"wall-clock over the anchor's own cost to reach it (geometric means over the repeats). Its final "
+                 f"shipped model: {fmt_acc(b['test_acc'])} test accuracy ({100 * confidence:g}% CI "
                  f"{fmt_ci(b.get('test_acc_lo', np.nan), b.get('test_acc_hi', np.nan))}).")
             sp = pd.to_numeric(full["speedup_flops"], errors="coerce") if "speedup_flops" in full else None
             if sp is not None and sp.notna().any() and sp.max() > b["speedup_flops"] + 1e-9:
                 h = full.loc[sp.idxmax()]
-                s += (f" {h['policy']} has a higher mean speed-up ({_speedup_text(h, 'flops', confidence)}, a mean of "
-                      f"per-repeat ratios) but a higher mean cost to reach it ({fmt_cost(h['reach_cum_flops'], 'flops')}).")
+                s += (f" {h['policy']} has a higher speed-up ({_speedup_text(h, 'flops', confidence)}, a geometric "
+                      f"mean of per-repeat ratios) but a higher mean cost to reach it "
+                      f"({fmt_cost(h['reach_cum_flops'], 'flops')}).")
             t = best.get("time")
             if t is not None and t["policy"] != b["policy"]:
                 s += (f" In wall-clock, {t['policy']} got there first ({fmt_cost(t['reach_cum_time_s'], 'time')} "
@@ -485,13 +870,19 @@ def sequence_recommendation(policies: pd.DataFrame, confidence: float = 0.95) ->
                 o = others.assign(_r=pd.to_numeric(others["reached"], errors="coerce"),
                                   _s=pd.to_numeric(others.get("speedup_flops"), errors="coerce"))
                 c = o.sort_values(["_r", "_s", "policy"], ascending=[False, False, True]).iloc[0].to_dict()
-                s += (f"; the closest, {c['policy']}, reached it in {int(c['_r'])} of {int(c['repeats'])} repeats "
-                      f"(mean speed-up {_speedup_text(c, 'flops', confidence)} in FLOPs, counting 0 for the "
-                      "repeats that never reach it).")
+                s += (f"; the closest, {c['policy']}, reached it in {_int_text(c['_r'])} of {_int_text(c['repeats'])} "
+                      f"repeats (speed-up {_speedup_text(c, 'flops', confidence)} in FLOPs{_censored_text(c)}).")
             else:
                 s += "."
-        s += (" Choices inside a sequence (the model a policy ships, its teachers and starting weights, which trials stop "
-              "early) are made on the validation split only; test accuracy is only reported.")
+        for r in g.sort_values("policy").to_dict("records"):
+            s += _equal_cost_text(r, scen, confidence)
+        s += (" The target, whether a policy reaches it, and every choice inside a sequence (the model a policy "
+              "ships, its teachers and starting weights, which trials stop early) read the validation split only; "
+              "test accuracy is only reported.")
         rec["statement"] = s
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def _int_text(v: Any) -> str:
+    return "?" if _absent(v) else str(int(v))

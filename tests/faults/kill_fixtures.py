@@ -51,7 +51,6 @@ def kill_config() -> dict:
     cfg["search"].update(trials=2, policies={"scratch": {}, "kd_best": {"teacher": "best"}})
     cfg["retrain"]["policies"] = {"scratch": {}, "kd": {"teacher": "previous"}}
     cfg["soup"]["variants"]["greedy"]["ingredients"]["runs"] = 1  # warm has one seed now
-    cfg["report"]["bootstrap"] = {"resamples": 200}
     return cfg
 
 

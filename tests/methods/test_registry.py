@@ -156,7 +156,7 @@ def test_expected_runs(name):
 # ----------------------------------------------------------------------------- the workflow's plan
 def dry_run(tmp_path: Path, name: str) -> dict[str, int]:
     cfg = {**config(name), "results": "results", "device": "cpu",
-           "report": {"figures": [], "bootstrap": {"resamples": 200}}}
+           "report": {"figures": []}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     r = smk(tmp_path, "-n", config=path, timeout=300)

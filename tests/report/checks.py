@@ -26,9 +26,11 @@ def chart_specs(page: Path) -> dict:
 
 
 def check_verdicts(aggs: pd.DataFrame) -> None:
-    """Each aggregate's verdict is what its interval of the paired difference says."""
+    """Each aggregate's same-recipe verdict is what its interval of the paired difference says; its
+    verdict at equal cost on every axis is what the Holm-adjusted validation gain says (a gain that is a
+    bound supports only its direction); ``verdict`` is one of them; every interval holds its mean."""
     for r in aggs.to_dict("records"):
-        v = r["verdict"]
+        v = r["same_recipe_verdict"]
         if v == "better":
             assert r["diff_lo"] > 0, r
         elif v == "worse":
@@ -37,6 +39,18 @@ def check_verdicts(aggs: pd.DataFrame) -> None:
             assert r["diff_lo"] <= 0 <= r["diff_hi"], r
         elif v == "n=1, no interval":
             assert r["n_pairs"] == 1 and math.isnan(r["diff_lo"]), r
+        for axis in AXES:
+            v, p = r[f"verdict_{axis}"], r[f"val_gain_at_cost_{axis}_p_holm"]
+            gain, bound = r[f"val_gain_at_cost_{axis}"], r[f"val_gain_at_cost_{axis}_bound"]
+            if v == "better":
+                assert p < 0.05 and gain > 0 and bound != "upper", (axis, r)
+            elif v == "worse":
+                assert p < 0.05 and gain < 0 and bound != "lower", (axis, r)
+            elif v == "no detectable difference":
+                assert not (p < 0.05) or (gain > 0 and bound == "upper") or (gain < 0 and bound == "lower"), (axis, r)
+            if isinstance(p, float) and not math.isnan(p):
+                assert p >= r[f"val_gain_at_cost_{axis}_p"] - 1e-12  # Holm only raises p-values
+        assert r["verdict"] in {r[f"verdict_{a}"] for a in AXES}, r
         if r["n"] < 2:
             assert math.isnan(r["test_acc_lo"]) and math.isnan(r["test_acc_hi"]), r
         else:
@@ -45,7 +59,8 @@ def check_verdicts(aggs: pd.DataFrame) -> None:
 
 def check_recommendations(results: Path) -> list[dict]:
     """The recommendations page agrees with summary.parquet: for every budget range, the recommended
-    aggregate is the highest-accuracy one among the affordable baselines and paired-better methods,
+    aggregate is the highest-VALIDATION-accuracy one among the affordable baselines (every budget) and the
+    methods better at equal cost on that axis,
     "no method beats the baseline" exactly when that is a baseline (or nothing), the ranges tile the
     cost axis from the cheapest aggregate, and each statement is printed on the page. The steps of a
     sequence (aggregates with a ``scenario``: a search trial, a retraining step) are no candidates."""
@@ -65,16 +80,16 @@ def check_recommendations(results: Path) -> list[dict]:
         col = AXES[r["axis"]][0]
         g = aggs[(aggs["dataset"] == r["dataset"]) & (aggs["n"] > 0) & aggs[col].notna()]
         afford = g[g[col] <= r["budget_lo"] * (1 + 1e-12)]
-        eligible = afford[(afford["method"] == "baseline") | (afford["verdict"] == "better")]
+        eligible = afford[(afford["method"] == "baseline") | (afford[f"verdict_{r['axis']}"] == "better")]
         if eligible.empty:
             assert r["recommended"] is None and r["no_method_beats_baseline"], r
         else:
-            best = eligible["test_acc"].max()
+            best = eligible["val_acc"].max()
             chosen = eligible[eligible["label"] == r["recommended"]]
-            assert len(chosen) == 1 and chosen["test_acc"].iloc[0] == best, (r, eligible[["label", "test_acc"]])
+            assert len(chosen) == 1 and chosen["val_acc"].iloc[0] == best, (r, eligible[["label", "val_acc"]])
             assert r["no_method_beats_baseline"] == (chosen["method"].iloc[0] == "baseline"), r
-            assert math.isclose(r["recommended_acc"], best)
-        assert r["highest_mean_acc"] == afford["test_acc"].max()
+            assert math.isclose(r["recommended_acc"], chosen["test_acc"].iloc[0])  # reported, not chosen on
+        assert r["highest_val_acc"] == afford["val_acc"].max()
         assert html.escape(r["statement"]) in text, r["statement"]
         seen.add((r["dataset"], r["axis"]))
     for ds, axis in seen:

@@ -7,7 +7,11 @@ Dataset ``toy`` (40 test examples, 4 classes), models ``small`` and ``big``, see
 aggregate                   accuracy (seed s)      own time  reused
 ==========================  =====================  ========  =================================
 baseline (small)            0.600 + 0.025 (s%2)    10 s      -
+baseline/b0.5 (small)       small - 0.100          5 s       -       (the budget curve: budgets
+baseline/b2 (small)         small + 0.050          20 s      -        0.5, 1 and 2)
 baseline (big)              0.800 + 0.025 (s%2)    40 s      -
+baseline/b0.5 (big)         big - 0.100            20 s      -
+baseline/b2 (big)           big + 0.025            80 s      -
 kd/T1, kd/T4 (small)        small + 0.100, +0.025s 11 s      one big run (40 s) + a cache (1 s)
 prune/keep50 (big)          big - 0.050 - 0.025 s  40 s      two big runs + score table (2 s)
 prune/keep70 (big)          big +/- 0.025          40 s      same; seed 3 missing
@@ -15,8 +19,12 @@ warmstart/w (small)         small + 0.150          5 s       one small run (10 s
 solo/x (small)              0.5, seed 0 only       3 s       -                     [not in config]
 ==========================  =====================  ========  =================================
 
+Every run's validation accuracy is its test accuracy plus ``VAL_SHIFT`` (a fixed, seed-dependent offset
+in [-0.01, 0.01]), except kd/T4, whose validation accuracy is that of kd/T1 minus 0.02 while its test
+accuracy equals T1's: a choice made on validation picks T1 where test accuracy could not tell them apart.
 kd/T4 seed 2 failed (a log with an error, no run.json).
 """
+
 
 from __future__ import annotations
 
@@ -27,6 +35,8 @@ import numpy as np
 import pytest
 
 N_TEST, CLASSES, EPOCHS, SEEDS = 40, 4, 4, [0, 1, 2, 3]
+# a seed's validation accuracy differs from its test accuracy by this (never by enough to flip a verdict)
+VAL_SHIFT = {0: 0.005, 1: -0.005, 2: 0.01, 3: -0.01}
 FP = {"digest": "toy0", "name": "toy", "n": 80, "split": "train", "kind": "mnist1d", "num_classes": 4,
       "input_shape": [1, 8], "inputs_sha256": "0", "labels_sha256": "0"}
 
@@ -48,13 +58,13 @@ def toy_config(results: str) -> dict:
            "models": {"small": {"arch": "mlp", "args": {"hidden": [8]}},
                       "big": {"arch": "mlp", "args": {"hidden": [32]}}},
            "train": {"epochs": EPOCHS, "checkpoint_epochs": [2]},
-           "baseline": {"seeds": SEEDS},
+           "baseline": {"seeds": SEEDS, "budgets": [0.5, 1, 2]},
            "kd": {"variants": {"T1": {"model": "small", "teacher": {"model": "big"}, "temperature": 1},
                                "T4": {"model": "small", "teacher": {"model": "big"}, "temperature": 4}}},
            "scores": {"model": "big", "runs": 2, "names": ["el2n", "loss"]},
            "prune": {"variants": {"keep50": {"model": "big", "score": "el2n", "keep": 0.5},
                                   "keep70": {"model": "big", "score": "el2n", "keep": 0.7}}},
-           "report": {"bootstrap": {"resamples": 2000}, "targets": [0.5], "figures": ["svg"]}}
+           "report": {"targets": [0.5], "figures": ["svg"]}}
     return validate_config(cfg)
 
 
@@ -71,7 +81,8 @@ def predictions(acc: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_run(root: Path, ds: str, model: str, method: str, variant: str | None, seed: int, *, acc: float,
-              time_s: float, flops: float, reused: list[dict] = (), config: dict | None = None) -> Path:
+              time_s: float, flops: float, reused: list[dict] = (), config: dict | None = None,
+              val_acc: float | None = None, budget: float = 1.0) -> Path:
     folder = root / ds / model / method / (f"{variant}/" if variant else "") / f"s{seed}"
     folder = Path(str(folder).replace("//", "/"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -89,7 +100,9 @@ def write_run(root: Path, ds: str, model: str, method: str, variant: str | None,
     (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in curve))
     run = {"dataset": ds, "model": model, "method": method, "variant": variant, "seed": seed, "config": config,
            "arch": "mlp", "args": {}, "num_parameters": 100, "recipe": {"epochs": EPOCHS}, "fingerprint": FP,
-           "final": {"test_acc": acc, "test_loss": 1.0}, "best_test_acc": acc,
+           "final": {"test_acc": acc, "test_loss": 1.0,
+                     "val_acc": round(acc + VAL_SHIFT.get(seed, 0.0), 6) if val_acc is None else val_acc, "val_loss": 1.0},
+           "best_test_acc": acc, "budget": budget,
            "cost": {"train_time_s": time_s, "eval_time_s": 0.4, "train_flops": flops, "eval_flops": 4e6,
                     "examples_seen": 80 * EPOCHS, "step": steps * EPOCHS},
            "reused": list(reused), "checkpoints": {}, "device": "cpu"}
@@ -111,13 +124,20 @@ def make_tree(root: Path) -> dict:
     for s in SEEDS:
         write_run(root, "toy", "small", "baseline", None, s, acc=small[s], time_s=10, flops=1e9)
         write_run(root, "toy", "big", "baseline", None, s, acc=big[s], time_s=40, flops=4e9)
+        for b, d_small, d_big in ((0.5, -0.1, -0.1), (2, 0.05, 0.025)):
+            write_run(root, "toy", "small", "baseline", f"b{b:g}", s, acc=small[s] + d_small, time_s=10 * b,
+                      flops=1e9 * b, budget=b)
+            write_run(root, "toy", "big", "baseline", f"b{b:g}", s, acc=big[s] + d_big, time_s=40 * b, flops=4e9 * b,
+                      budget=b)
         for v in ("T1", "T4"):
             if v == "T4" and s == 2:
                 f = root / "toy" / "small" / "kd" / "T4" / "s2"
                 f.mkdir(parents=True)
                 (f / "train.log").write_text("10:00:00 INFO started\n10:00:01 ERROR boom: teacher cache missing\n")
                 continue
-            write_run(root, "toy", "small", "kd", v, s, acc=small[s] + 0.1 + 0.025 * (s % 3 == 0), time_s=11,
+            kd_acc = small[s] + 0.1 + 0.025 * (s % 3 == 0)
+            write_run(root, "toy", "small", "kd", v, s, acc=kd_acc, time_s=11,
+                      val_acc=None if v == "T1" else round(kd_acc + VAL_SHIFT[s] - 0.02, 6),
                       flops=1.1e9, reused=[past(root, "big", (s + 1) % 4, 40, 4e9),
                                            {"kind": "logit_cache", "path": "x", "time_s": 1.0, "flops": 1e8,
                                             "bytes": 1000}],

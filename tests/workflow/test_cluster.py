@@ -70,7 +70,7 @@ def trimmed_config(path: Path, families: bool = False) -> Path:
         cfg["warm"] = {"variants": {"tune": {"model": student, "from": {"model": student, "seed": 0},
                                              "train": {"epochs": 1}}}}
         cfg["soup"] = {"variants": {"uniform": {"model": student, "ingredients": {"variant": "tune", "runs": 1}}}}
-    cfg["report"] = {"figures": [], "bootstrap": {"resamples": 200}}
+    cfg["report"] = {"figures": []}
     path.write_text(yaml.safe_dump(cfg))
     return path
 

@@ -63,6 +63,30 @@ def test_every_artifact_is_produced(done):
             assert cache.meta["source"]["epoch"] == epoch
     table = pd.read_csv(res / "tiny" / "baselines.csv")
     assert len(table) == 4 and set(table["model"]) == {"mlp", "cnn"} and table["test_acc"].between(0, 1).all()
+    assert (table["variant"].isna() | (table["variant"] == "")).all()  # the budget-1 runs only
+
+
+def test_budget_curve_runs_and_validation_accuracy(done):
+    """baseline.budgets [0.5, 1, 2]: each network baseline also at 2 and 6 of its 3 epochs, in
+    baseline/b<budget>/, with its final checkpoint only; every run records its budget and, the tiny
+    dataset holding 40 examples out, its validation accuracy."""
+    res = done / "results" / "tiny"
+    for model, seed in RUNS:
+        assert read_json(res / model / "baseline" / f"s{seed}" / "run.json")["budget"] == 1.0
+        for budget, epochs in (("b0.5", 2), ("b2", 6)):
+            run = res / model / "baseline" / budget / f"s{seed}"
+            info = read_json(run / "run.json")
+            assert info["method"] == "baseline" and info["variant"] == budget and info["budget"] == float(budget[1:])
+            assert info["recipe"]["epochs"] == epochs and len(read_jsonl(run / "metrics.jsonl")) == epochs
+            assert sorted(p.name for p in (run / "ckpt").iterdir()) == ["last.pt"] and set(info["checkpoints"]) == {"last"}
+            assert not (run / "logits").exists() and not (run / "example_stats.npz").exists()
+            assert not (run / "state").exists() and 0 <= info["final"]["val_acc"] <= 1
+    assert read_json(res / "cnn" / "curriculum" / "easy" / "s0" / "run.json")["budget"] == 0.5
+    assert read_json(res / "mlp" / "warm" / "tune" / "s0" / "run.json")["budget"] == pytest.approx(2 / 3)
+    summary = pd.read_csv(done / "results" / "summary.csv")
+    runs = summary[summary["row"] == "run"] if "row" in summary else summary
+    curve = runs[(runs["method"] == "baseline") & runs["variant"].isin(["b0.5", "b2"])]
+    assert len(curve) == 8 and set(curve["budget"]) == {0.5, 2.0} and curve["val_acc"].between(0, 1).all()
 
 
 def test_distilled_runs_record_what_they_reused(done):
@@ -211,10 +235,11 @@ def test_report_summary_and_pages(done):
     res = done / "results"
     summary = pd.read_parquet(res / "summary.parquet")
     runs, aggs = summary[summary["row"] == "run"], summary[summary["row"] == "aggregate"]
-    # 26 of the built-in methods, 2 of the plugin's, 30 search trials and 16 retraining steps
-    assert len(runs) == 74 and (runs["status"] == "ok").all()
-    # one aggregate per variant: 14, and one per sequence step (15 trials, 8 retraining steps)
-    assert len(aggs) == 37 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
+    # 26 of the baseline and the built-in methods, 8 of the baseline's budget curve, 2 of the plugin's, 30
+    # search trials and 16 retraining steps
+    assert len(runs) == 82 and (runs["status"] == "ok").all()
+    # one aggregate per variant: 14 and 4 budgets, and one per sequence step (15 trials, 8 retraining steps)
+    assert len(aggs) == 41 and (aggs["n_of"] == "n=2").all() and set(aggs["method"]) == {
         "baseline", "kd", "prune", "curriculum", "reweight", "adv", "warm", "soup", "averaging", "toy", "search",
         "retrain"}
     info = read_json(res / "tiny" / "mlp" / "kd" / "ens" / "s0" / "run.json")
@@ -232,6 +257,72 @@ def test_report_summary_and_pages(done):
     assert r.returncode == 0, r.stderr[-3000:]
     text = (done / "report.html").read_text()
     assert "Training efficiency frontier" in text and "frontier_tiny_time_full.svg" in text
+
+
+def test_permuted_test_labels_change_no_choice(done, tmp_path):
+    """The finished tiny run with the test labels of every run permuted (its predictions' targets, its
+    test accuracy, its test curve): the workflow rebuilds every table, study and page from them, and
+    every choice (verdicts at equal cost, roles, Pareto flags, recommendations, a sequence's targets,
+    reaches and speed-ups, the studies' picks) is the same; only the reported test numbers move."""
+    import shutil
+
+    work = tmp_path / "wf"
+    shutil.copytree(done, work, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    res = work / "results"
+    rng = np.random.default_rng(0)
+    for run_json in sorted(res.rglob("run.json")):
+        d = run_json.parent
+        if not (d / "predictions.npz").exists() or "state" in d.parts:
+            continue
+        times = {f: (f.stat().st_atime, f.stat().st_mtime) for f in (run_json, d / "predictions.npz",
+                                                                     d / "metrics.jsonl") if f.exists()}
+        with np.load(d / "predictions.npz") as p:
+            arrays = dict(p)
+        arrays["target"] = rng.permutation(arrays["target"])
+        np.savez(d / "predictions.npz", **arrays)
+        info = json.loads(run_json.read_text())
+        info["final"]["test_acc"] = float((arrays["logits"].argmax(1) == arrays["target"]).mean())
+        run_json.write_text(json.dumps(info))
+        if (d / "metrics.jsonl").exists():
+            rows = read_jsonl(d / "metrics.jsonl")
+            for m in rows:
+                if m.get("test_acc") is not None:
+                    m["test_acc"] = float(rng.uniform(0, 1))
+            (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in rows))
+        for f, (a, m) in times.items():
+            os.utime(f, (a, m))  # the runs stay finished: nothing retrains
+    # every table the runs feed is rebuilt by the workflow itself
+    for f in [res / "summary.parquet", res / "summary.csv", *res.glob("*/*.csv"), *res.glob("*/studies/*.csv")]:
+        if f.name != "score_agreement.csv":
+            f.unlink()
+    shutil.rmtree(res / "report")
+    dry = smk(work, "-n")
+    assert dry.returncode == 0 and not any(k.startswith("train") for k in jobs(dry.stdout)), dry.stdout[-2000:]
+    r = smk(work)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before, after = pd.read_parquet(done / "results" / "summary.parquet"), pd.read_parquet(res / "summary.parquet")
+    assert not np.allclose(before["test_acc"].fillna(0), after["test_acc"].fillna(0))
+    from reuse.report import AXES
+
+    cols = ["row", "label", "seed", "verdict"] + [f"{k}_{a}" for a in AXES for k in ("verdict", "role", "frontier")]
+    cols += [c for c in before if c.startswith("val_gain_at_cost_") or c == "val_acc"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+    recs = ["dataset", "axis", "budget_lo", "recommended", "no_method_beats_baseline"]
+    pd.testing.assert_frame_equal(pd.read_csv(done / "results" / "report" / "recommendations.csv")[recs],
+                                  pd.read_csv(res / "report" / "recommendations.csv")[recs])
+    # the studies: every column that is not a test measurement (an accuracy, a loss, a difference or gain
+    # of them, their intervals) or is one on validation is unchanged: the picks, targets, reaches,
+    # speed-ups of the sequences, settings and costs
+    test_measure = re.compile(r"acc|diff|gain|verdict|loss|nll|ece|robust|_lo$|_hi$|_std$|_p$|p_holm|share")
+    for old in sorted((done / "results").glob("*/studies/*.csv")):
+        new = res / old.relative_to(done / "results")
+        a, b = pd.read_csv(old), pd.read_csv(new)
+        keep = [c for c in a if "val" in c or not test_measure.search(c)]
+        assert len(keep) >= len(a.columns) // 2, (old, keep)
+        pd.testing.assert_frame_equal(a[keep], b[keep], obj=str(old.relative_to(done)))
+    for name in ("search", "retrain"):  # the sequences' choices are among the columns compared
+        assert {"reached", "speedup_flops", "target_val_acc"} <= set(pd.read_csv(res / "tiny" / "studies"
+                                                                                 / f"{name}.csv"))
 
 
 # ----------------------------------------------------------------------------- every registered method
@@ -328,6 +419,8 @@ def test_dry_run_shows_the_dag(tmp_path):
     r = smk(tmp_path, "-n")
     assert r.returncode == 0, r.stderr
     assert jobs(r.stdout) == {"prepare_data": 1, "train_baseline__tiny__mlp": 2, "train_baseline__tiny__cnn": 2,
+                              # the budget curve: b0.5 and b2 x 2 seeds
+                              "train_baseline__tiny__mlp__budgets": 4, "train_baseline__tiny__cnn__budgets": 4,
                               "logit_cache__tiny__mlp": 2, "logit_cache__tiny__cnn": 2, "summarize_baselines": 1,
                               "kd__tiny__ens": 2, "kd__tiny__mix": 2, "score_run": 2,
                               "score_table": 1, "score_agreement": 1, "prune__tiny__el2n_half": 2,
@@ -421,7 +514,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     for key in ["scores", "plugins", *(m.name for m in methods(cfg))]:  # baselines only
         cfg.pop(key, None)
     cfg["train"].update(epochs=60, batch_size=4, checkpoint_epochs=[1])
-    cfg["report"] = {"figures": [], "bootstrap": {"resamples": 200}}
+    cfg["report"] = {"figures": []}
     conf = tmp_path / "long.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
