@@ -4,7 +4,8 @@ session, shared by the xdist workers), and the comparison of two results folders
 deterministic.
 
 The reduced config is tests/workflow/config.yaml with every method cut to its first variant and one
-seed (the search to two trials of two policies, retraining to two policies): every stage and every
+seed (the search to two trials of two policies, retraining to two policies, the budget curve to one
+budget): every stage and every
 method of the tiny config still runs, in 57 jobs instead of 150, so a full reference run stays cheap.
 """
 
@@ -51,6 +52,7 @@ def kill_config() -> dict:
     cfg["search"].update(trials=2, policies={"scratch": {}, "kd_best": {"teacher": "best"}})
     cfg["retrain"]["policies"] = {"scratch": {}, "kd": {"teacher": "previous"}}
     cfg["soup"]["variants"]["greedy"]["ingredients"]["runs"] = 1  # warm has one seed now
+    cfg["baseline"]["budgets"] = [0.5, 1]  # one run of the budget curve per model: its stage is killed too
     return cfg
 
 
