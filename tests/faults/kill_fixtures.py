@@ -5,8 +5,8 @@ deterministic.
 
 The reduced config is tests/workflow/config.yaml with every method cut to its first variant and one
 seed (the search to two trials of two policies, retraining to two policies, the budget curve to one
-budget): every stage and every
-method of the tiny config still runs, in 57 jobs instead of 150, so a full reference run stays cheap.
+budget): every stage and every method of the tiny config still runs, in a fraction of its jobs, so a
+full reference run stays cheap.
 """
 
 from __future__ import annotations
