@@ -345,30 +345,24 @@ def _equal_cost_row(g: pd.DataFrame, a: dict, col: str, test_curves: dict, val_c
                     confidence: float) -> dict:
     ds, comp = a["dataset"], comparator_of(a)
     gains, gb, sps, sb, vg, vb, own = [], [], [], [], [], [], []
+
+    def keep(measure, curve, cost, acc, values, bounds):
+        """``measure(curve, cost, acc)`` into ``values``/``bounds`` where the curve and the value exist."""
+        if curve is None or _absent(acc):
+            return
+        v, b = measure(curve, cost, float(acc))
+        if not _absent(v):
+            values.append(v)
+            bounds.append(b)
+
     for r in g.to_dict("records"):
         cost = pd.to_numeric(r.get(col), errors="coerce")
-        key = (ds, comp, r["seed"])
-        tc = test_curves.get(key)
-        if tc is not None and not _absent(r.get("test_acc")):
-            v, b = S.gain_at_cost(tc, cost, float(r["test_acc"]))
-            if not _absent(v):
-                gains.append(v)
-                gb.append(b)
-            v, b = S.speedup_at_acc(tc, cost, float(r["test_acc"]))
-            if not _absent(v):
-                sps.append(v)
-                sb.append(b)
-        vc = val_curves.get(key)
-        if vc is not None and not _absent(r.get("val_acc")):
-            v, b = S.gain_at_cost(vc, cost, float(r["val_acc"]))
-            if not _absent(v):
-                vg.append(v)
-                vb.append(b)
-        if comp != a["model"]:
-            oc = test_curves.get((ds, a["model"], r["seed"]))
-            if oc is not None and not _absent(r.get("test_acc")):
-                v, _ = S.gain_at_cost(oc, cost, float(r["test_acc"]))
-                own.append(v)
+        tc, vc = test_curves.get((ds, comp, r["seed"])), val_curves.get((ds, comp, r["seed"]))
+        keep(S.gain_at_cost, tc, cost, r.get("test_acc"), gains, gb)
+        keep(S.speedup_at_acc, tc, cost, r.get("test_acc"), sps, sb)
+        keep(S.gain_at_cost, vc, cost, r.get("val_acc"), vg, vb)
+        if comp != a["model"]:  # the own model's curve too: both comparisons are shown
+            keep(S.gain_at_cost, test_curves.get((ds, a["model"], r["seed"])), cost, r.get("test_acc"), own, [])
     G = S.censored_summary(gains, gb, confidence)
     SP = S.censored_summary(sps, sb, confidence, log=True)
     V = S.censored_summary(vg, vb, confidence)
