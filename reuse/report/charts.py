@@ -100,7 +100,7 @@ def frontier_data(aggs: pd.DataFrame, sequences: pd.DataFrame | None = None) -> 
 
 
 FRONTIER_HEIGHT = 440
-LABELLED = ("baseline", "selected", "frontier")
+LABELLED = ("baseline", "selected", ROLE_BETTER)
 
 
 def place_labels(data: pd.DataFrame, width: int = WIDTH, height: int = FRONTIER_HEIGHT,

@@ -363,7 +363,8 @@ def test_without_a_config_only_what_exists_is_known(toy, tmp_path):
 
 
 def test_frontier_labels_do_not_overlap():
-    """Eight labelled points on top of each other get eight distinct label rows; dominated points get none."""
+    """Eight labelled points on top of each other get eight distinct label rows; points not better at equal
+    cost get none."""
     import numpy as np
 
     from reuse.report.charts import place_labels
@@ -372,7 +373,7 @@ def test_frontier_labels_do_not_overlap():
     data = pd.DataFrame({"axis": "time_full", "cost": [100.0 + i for i in range(n)] + [50.0],
                          "cost_lo": np.nan, "cost_hi": np.nan, "acc": [0.9] * n + [0.5],
                          "acc_lo": np.nan, "acc_hi": np.nan, "label": [f"method/variant_{i} (model)" for i in range(n)]
-                         + ["x"], "role": ["frontier"] * n + ["dominated"]})
+                         + ["x"], "role": ["better at equal cost"] * n + ["not better at equal cost"]})
     y = place_labels(data, width=600, height=400)
     assert y.iloc[:n].notna().all() and math.isnan(y.iloc[n])
     px = sorted((y.iloc[:n] - 0.5) / 0.4 * 400)  # accuracy span 0.5..0.9 over 400 px
