@@ -38,6 +38,9 @@ SEQUENCE_STEP = "sequence step"
 OTHER_QUESTION = "another question"
 # The verdict of a method on a dataset without a validation split: nothing may be chosen on test.
 NO_VALIDATION = "no validation split"
+# The accuracy every choice reads (recommendations, Pareto flags): test accuracy chooses nothing, so where
+# a dataset has no validation split nothing is chosen.
+CHOICE = "val_acc"
 # Metrics aggregated over seeds with mean, std and a Student-t interval.
 STAT_COLS = ["test_acc", "val_acc", "best_test_acc", "test_nll", "test_ece", "robust_acc", "budget", "epochs", "cost_time_full_s",
              "cost_time_marginal_s", "cost_time_amortised_s", "cost_flops_full", "cost_flops_marginal",
@@ -373,15 +376,6 @@ def _equal_cost_row(g: pd.DataFrame, a: dict, col: str, test_curves: dict, val_c
             "own": (O["mean"], O["lo"], O["hi"])}
 
 
-def curve_points(aggs: pd.DataFrame) -> pd.DataFrame:
-    """The baseline aggregates of every budget (the curve's points: mean cost and accuracy over seeds,
-    with intervals), per dataset and model, sorted by budget."""
-    b = aggs[(aggs["method"] == BASELINE) & (aggs["n"] > 0)].copy()
-    if "budget" not in b:
-        b["budget"] = 1.0
-    return b.sort_values(["dataset", "model", "budget"])
-
-
 def is_sequence_step(df: pd.DataFrame) -> pd.Series:
     """Rows (runs or aggregates) that are one step of a sequence: those with a ``scenario``."""
     if "scenario" not in df:
@@ -402,18 +396,12 @@ def off_frontier(df: pd.DataFrame) -> pd.Series:
     return out
 
 
-def choice_column(aggs: pd.DataFrame) -> str:
-    """The accuracy every choice reads: ``val_acc``. (Test accuracy chooses nothing: where a dataset has
-    no validation split, nothing is chosen.)"""
-    return "val_acc"
-
-
 def add_frontiers(aggs: pd.DataFrame) -> pd.DataFrame:
     """``frontier_<axis>``: whether the aggregate is Pareto-optimal (mean cost vs mean VALIDATION
     accuracy) among all finished aggregates of its dataset, for each cost axis; none where the dataset
     has no validation split. Sequence steps (and the other rows of :func:`off_frontier`) are never on it."""
     aggs = aggs.copy()
-    acc = choice_column(aggs)
+    acc = CHOICE
     for axis, (col, _) in AXES.items():
         aggs[f"frontier_{axis}"] = False
         if col not in aggs.columns or acc not in aggs.columns:
@@ -439,7 +427,7 @@ def recommend(aggs: pd.DataFrame, axis: str) -> pd.DataFrame:
     A dataset without a validation split gets no recommendation (nothing may be chosen on test).
     """
     col = AXES[axis][0]
-    acc = choice_column(aggs)
+    acc = CHOICE
     out = []
     for ds, g in aggs[(aggs["n"] > 0) & ~off_frontier(aggs)].groupby("dataset", sort=True):
         g = g[g[col].notna()]
