@@ -150,6 +150,11 @@ def validate_config(config: dict, schema_path: str | Path | None = None, source:
                             "letters, digits or _)")
         else:
             problems.extend(_describe(error))
+    report = config.get("report") if isinstance(config, dict) else None
+    if isinstance(report, dict) and "bootstrap" in report:  # replaced: every interval is a t-interval now
+        problems = [p for p in problems if not p.startswith("report.bootstrap")]
+        problems.append("report.bootstrap: intervals are Student-t intervals over seeds now, not a bootstrap "
+                        "(docs/report.md); replace it by report.confidence (e.g. confidence: 0.95)")
     if not problems:
         problems = _semantic_problems(config)
     problems = list(dict.fromkeys(problems))

@@ -93,3 +93,18 @@ def test_semantic_problems(tmp_path):
 def test_bad_names_are_rejected():
     with pytest.raises(ConfigError, match="not a valid name"):
         validate_config({"datasets": {"a/b": {"kind": "mnist1d"}}, "models": {"m": {"arch": "mlp"}}})
+
+
+def test_the_retired_bootstrap_block_says_what_replaced_it():
+    import copy
+
+    from reuse.config import validate_config
+    from reuse.errors import ConfigError
+    from tests.helpers import WORKFLOW_CONFIG
+
+    cfg = copy.deepcopy(yaml.safe_load(WORKFLOW_CONFIG.read_text()))
+    cfg["report"]["bootstrap"] = {"resamples": 2000}
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    assert "report.bootstrap: intervals are Student-t intervals" in str(e.value)
+    assert "report.confidence" in str(e.value) and "unknown key" not in str(e.value)
